@@ -1,0 +1,194 @@
+"""Options shared by every cell: weight initialisation (``init``, ``init_scale``) and a
+trainable initial state (``learn_h0``).
+
+All cells call :func:`apply_init` after building their parameters and use
+:class:`InitialState` for ``h_0``; nothing here is copied per cell.
+
+Initialisations (``init``; ``init_scale`` ``s`` defaults to the value in brackets):
+
+==================  ==================================================================
+``default``         the cell's own default (torch's ``U(-1/sqrt(H), 1/sqrt(H))``; IRNN: identity;
+                    ESN: sparse reservoir at the spectral radius)
+``orthogonal``      every ``H x H`` gate block of ``W_hh`` orthogonal with gain ``s`` [1];
+                    ``W_ih`` Xavier-uniform; biases 0
+``identity``        every gate block of ``W_hh`` = ``s I`` [1]; ``W_ih`` ``N(0, 0.001^2)``
+                    (Le et al. 2015); biases 0
+``xavier``          Xavier-uniform (Glorot & Bengio 2010) with gain ``s`` [1] on ``W_ih`` and
+                    every gate block of ``W_hh``; biases 0
+``normal``          all weights ``N(0, s^2)`` [0.1]; biases 0
+``sigmoid_small``   Pascanu et al. 2013 "sigmoid": all weights ``N(0, 0.01^2)``; biases 0
+``tanh_basic``      Pascanu et al. 2013 "basic tanh": all weights ``N(0, 0.1^2)``; biases 0
+``tanh_smart``      Pascanu et al. 2013 "smart tanh": ``W_ih`` ``N(0, 0.01^2)``; every gate
+                    block of ``W_hh`` sparse (15 non-zeros a row, ``N(0, 1)``) rescaled to
+                    spectral radius ``s`` [0.95]; biases 0
+==================  ==================================================================
+
+A cell's own bias conventions (LSTM forget-gate bias, LSTM-1997 negative input-gate
+biases) are applied after the init. Tensors named ``weight_ih*`` are input weights,
+``weight_hh*`` / ``weight_yh*`` recurrent weights (split into ``H``-row gate blocks),
+``bias*`` biases; other tensors (peepholes, gate recurrence, readouts) keep the cell's own
+initialisation except under ``normal`` and Pascanu's inits, which set all weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rnnexp.errors import RnnexpError
+
+INITS = (
+    "default",
+    "orthogonal",
+    "identity",
+    "xavier",
+    "normal",
+    "sigmoid_small",
+    "tanh_basic",
+    "tanh_smart",
+)
+
+_DEFAULT_SCALE = {
+    "orthogonal": 1.0,
+    "identity": 1.0,
+    "xavier": 1.0,
+    "normal": 0.1,
+    "tanh_smart": 0.95,
+}
+
+
+def check_init(init: str) -> str:
+    """Return ``init`` or raise a one-line error listing the choices."""
+    if init not in INITS:
+        raise RnnexpError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+    return init
+
+
+def spectral_radius(matrix: Tensor) -> float:
+    """Largest absolute eigenvalue of a square matrix."""
+    return torch.linalg.eigvals(matrix.detach().double().cpu()).abs().max().item()
+
+
+def sparse_normal_(tensor: Tensor, nonzeros: int, radius: float | None = None) -> Tensor:
+    """Pascanu's sparse init: ``nonzeros`` ``N(0, 1)`` entries a row, the rest 0, then
+    rescaled to spectral radius ``radius`` (square matrices only)."""
+    rows, cols = tensor.shape
+    with torch.no_grad():
+        values = torch.randn(rows, cols, dtype=tensor.dtype, device=tensor.device)
+        keep = torch.rand(rows, cols, device=tensor.device).argsort(dim=1) < min(nonzeros, cols)
+        values = values * keep
+        if radius is not None and rows == cols:
+            rho = spectral_radius(values)
+            if rho > 0:
+                values = values * (radius / rho)
+        tensor.copy_(values)
+    return tensor
+
+
+def _blocks(weight: Tensor, hidden_size: int) -> list[Tensor]:
+    """Row blocks of ``hidden_size`` rows (the gates of a recurrent weight); views."""
+    if weight.shape[0] % hidden_size:
+        return [weight]
+    return list(weight.split(hidden_size, dim=0))
+
+
+def _role(name: str) -> str:
+    base = name.rsplit(".", 1)[-1]
+    if base.startswith("weight_ih"):
+        return "input"
+    if base.startswith(("weight_hh", "weight_yh")):
+        return "recurrent"
+    if base.startswith("bias"):
+        return "bias"
+    return "other"
+
+
+def apply_init(
+    module: nn.Module,
+    init: str,
+    init_scale: float | None,
+    hidden_size: int,
+    include_buffers: bool = False,
+) -> None:
+    """Initialise ``module``'s weights in place by name (see the module docstring).
+
+    Args:
+        module: a cell whose tensors follow torch's names (``weight_ih_l0``, ...).
+        init: one of :data:`INITS`; ``"default"`` leaves everything as it is.
+        init_scale: gain / std / radius, ``None`` for the init's default.
+        hidden_size: rows per gate block of the recurrent weights.
+        include_buffers: also initialise buffers (fixed reservoirs of the ESN).
+    """
+    check_init(init)
+    if init == "default":
+        return
+    scale = _DEFAULT_SCALE.get(init, 1.0) if init_scale is None else float(init_scale)
+    tensors = list(module.named_parameters())
+    if include_buffers:
+        tensors += [(n, b) for n, b in module.named_buffers() if _role(n) != "other"]
+    with torch.no_grad():
+        for name, tensor in tensors:
+            role = _role(name)
+            if name.rsplit(".", 1)[-1] in ("h0", "c0"):
+                continue
+            if role == "bias":
+                tensor.zero_()
+            elif init in ("normal", "sigmoid_small", "tanh_basic"):
+                std = {"normal": scale, "sigmoid_small": 0.01, "tanh_basic": 0.1}[init]
+                tensor.normal_(0.0, std)
+            elif init == "tanh_smart":
+                if role == "recurrent":
+                    for block in _blocks(tensor, hidden_size):
+                        sparse_normal_(block, 15, scale)
+                else:
+                    tensor.normal_(0.0, 0.01)
+            elif role == "input":
+                if init == "identity":
+                    tensor.normal_(0.0, 0.001)
+                else:  # orthogonal, xavier
+                    nn.init.xavier_uniform_(tensor, gain=scale if init == "xavier" else 1.0)
+            elif role == "recurrent":
+                for block in _blocks(tensor, hidden_size):
+                    if init == "orthogonal":
+                        nn.init.orthogonal_(block, gain=scale)
+                    elif init == "identity":
+                        nn.init.eye_(block)
+                        block.mul_(scale)
+                    else:
+                        nn.init.xavier_uniform_(block, gain=scale)
+
+
+def uniform_(module: nn.Module, hidden_size: int) -> None:
+    """torch's RNN default: every parameter ``U(-1/sqrt(H), 1/sqrt(H))``."""
+    bound = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name not in ("h0", "c0"):
+                param.uniform_(-bound, bound)
+
+
+class InitialState:
+    """Mixin that owns ``h_0`` (and ``c_0``): zeros, or trainable when ``learn_h0``.
+
+    A learned initial state is a parameter ``h0`` (``c0``) of shape ``(L * D, 1, H)``
+    broadcast over the batch; it starts at zero.
+    """
+
+    def _init_state(self, learn_h0: bool, n_states: int, shape: tuple[int, int]) -> None:
+        self.learn_h0 = bool(learn_h0)
+        self._n_states = n_states
+        if self.learn_h0:
+            for name in ("h0", "c0")[:n_states]:
+                self.register_parameter(name, nn.Parameter(torch.zeros(shape[0], 1, shape[1])))
+
+    def default_state(self, batch: int, like: Tensor) -> Tensor | tuple[Tensor, ...] | None:
+        """``None`` (zeros) unless ``learn_h0``; then the learned state broadcast to ``batch``."""
+        if not self.learn_h0:
+            return None
+        states = [
+            getattr(self, n).to(like.dtype).expand(-1, batch, -1).contiguous()
+            for n in ("h0", "c0")[: self._n_states]
+        ]
+        return states[0] if self._n_states == 1 else tuple(states)

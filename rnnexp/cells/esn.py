@@ -1,0 +1,153 @@
+"""Echo-state network (fixed random reservoir) and its closed-form ridge readout."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnexp.cells import register
+from rnnexp.cells.common import apply_init, spectral_radius
+from rnnexp.cells.loop import LoopRNN, elman_loop
+
+
+@register(
+    "esn",
+    summary="x_t = (1-a)x_{t-1} + a·tanh(W_in u_t + W x_{t-1} + b), W fixed sparse, ρ(W) set",
+    source="Jaeger 2001, The echo state approach to analysing and training RNNs (GMD 148)",
+)
+class EchoState(LoopRNN):
+    r"""Echo-state network: a fixed sparse random reservoir with leaky tanh units.
+
+    .. math::
+        x_t = (1 - a)\, x_{t-1} + a \tanh(W_{in} u_t + W x_{t-1} + b)
+
+    ``W_in`` (``weight_ih_l0``) is dense ``U(-s_in, s_in)``; ``W`` (``weight_hh_l0``) has
+    a fraction ``connectivity`` of ``U(-1, 1)`` entries and is rescaled to spectral radius
+    ``ρ``; ``b`` (``bias_ih_l0``) is ``U(-s_b, s_b)``, ``bias_hh_l0`` 0. All four are
+    *buffers*: they are saved with the model but never trained, so with the model's
+    linear head only the readout learns (by gradient descent, or in closed form with
+    :func:`ridge_readout`). Stacked layers are stacked reservoirs (deep ESN); the backward
+    direction is a second reservoir on the reversed sequence.
+
+    Args:
+        input_size: features ``I`` of ``u_t``.
+        hidden_size: reservoir units ``H``.
+        num_layers, bidirectional, dropout: as for ``elman``.
+        spectral_radius: ``ρ``, the largest ``|eigenvalue|`` of ``W`` (echo-state property
+            usually needs ``ρ`` near or below 1; 0.9-1.25 are common).
+        leak_rate: ``a`` in ``(0, 1]`` (1: no leak).
+        input_scaling: ``s_in``.
+        connectivity: fraction of non-zero entries of ``W``.
+        bias_scaling: ``s_b`` (0: no bias).
+        learn_h0: train ``x_0`` (the only gradient-trained tensor of the cell).
+        init: ``default`` is the sparse reservoir above; any other init of
+            :mod:`rnnexp.cells.common` sets ``W_in``, ``W`` and ``b`` instead, and ``W`` is
+            then rescaled to ``spectral_radius``.
+        init_scale: scale of a non-default init.
+
+    Shapes: ``x`` ``(B, T, I)``, ``state`` ``(L * D, B, H)``; returns
+    ``(states (B, T, D * H), x_n (L * D, B, H))``.
+
+    Source: H. Jaeger, "The 'echo state' approach to analysing and training recurrent neural
+    networks", GMD Report 148, 2001; leaky units: Jaeger, Lukoševičius, Popovici & Siewert,
+    Neural Networks 20(3), 2007; ridge readout: M. Lukoševičius, "A practical guide to
+    applying echo state networks", 2012.
+    """
+
+    fixed_buffers = True
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        spectral_radius: float = 0.9,
+        leak_rate: float = 1.0,
+        input_scaling: float = 1.0,
+        connectivity: float = 0.1,
+        bias_scaling: float = 0.0,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        if not 0.0 < leak_rate <= 1.0:
+            raise ValueError(f"leak_rate must be in (0, 1], got {leak_rate}")
+        if not 0.0 < connectivity <= 1.0:
+            raise ValueError(f"connectivity must be in (0, 1], got {connectivity}")
+        self.spectral_radius = float(spectral_radius)
+        self.leak_rate = float(leak_rate)
+        self.input_scaling = float(input_scaling)
+        self.connectivity = float(connectivity)
+        self.bias_scaling = float(bias_scaling)
+        super().__init__(
+            input_size, hidden_size, num_layers, bidirectional, dropout, learn_h0, init, init_scale
+        )
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            for name, buf in self.named_buffers():
+                if name.startswith("weight_ih"):
+                    buf.uniform_(-self.input_scaling, self.input_scaling)
+                elif name.startswith("weight_hh"):
+                    values = torch.empty_like(buf).uniform_(-1.0, 1.0)
+                    keep = torch.rand_like(buf) < self.connectivity
+                    buf.copy_(values * keep)
+                elif name.startswith("bias_ih"):
+                    buf.uniform_(-self.bias_scaling, self.bias_scaling)
+                elif name.startswith("bias_hh"):
+                    buf.zero_()
+            apply_init(self, self.init, self.init_scale, self.hidden_size, include_buffers=True)
+            for name, buf in self.named_buffers():
+                if name.startswith("weight_hh"):
+                    rho = spectral_radius(buf)
+                    if rho > 0:
+                        buf.mul_(self.spectral_radius / rho)
+
+    def run(self, xw, state, p):
+        if not self.use_fused:
+            return super().run(xw, state, p)
+        hs, h_n = elman_loop(xw, state[0], p["weight_hh"], None, self.leak_rate, False)
+        return hs, (h_n,)
+
+    def step(self, xw_t, state, p, t):
+        (h,) = state
+        a = self.leak_rate
+        h_new = (1 - a) * h + a * torch.tanh(xw_t + h @ p["weight_hh"].t())
+        return h_new, (h_new,)
+
+    def extra_repr(self) -> str:
+        return (
+            super().extra_repr()
+            + f", spectral_radius={self.spectral_radius}, leak_rate={self.leak_rate}"
+        )
+
+
+def ridge_readout(states: Tensor, targets: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    r"""Closed-form linear readout by ridge regression (Tikhonov), with a bias column.
+
+    .. math::
+        W_{out} = Y X^\top (X X^\top + \lambda I)^{-1}, \qquad
+        X = \begin{bmatrix} \text{states}^\top \\ 1 \cdots 1 \end{bmatrix}
+
+    The bias row is penalised like the weights (Lukoševičius 2012, eq. 9). Solved in
+    float64 on the normal equations (``(H + 1) x (H + 1)``), so ``N`` may be large.
+
+    Args:
+        states: reservoir states ``(N, H)`` (after washout, flattened over batch and time).
+        targets: desired outputs ``(N, O)``.
+        ridge: ``λ >= 0``.
+
+    Returns:
+        ``(weight (O, H), bias (O,))`` in the dtype of ``states``, ready for
+        ``nn.Linear(H, O)``.
+    """
+    if states.ndim != 2 or targets.ndim != 2 or states.shape[0] != targets.shape[0]:
+        raise ValueError(f"need states (N, H), targets (N, O); got {states.shape}, {targets.shape}")
+    x = torch.cat([states.double(), states.new_ones(states.shape[0], 1, dtype=torch.float64)], 1)
+    y = targets.double()
+    gram = x.t() @ x  # X X^T in the docstring's column convention
+    gram = gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    w = torch.linalg.solve(gram, x.t() @ y).t()  # (O, H + 1); gram is symmetric
+    return w[:, :-1].to(states.dtype).contiguous(), w[:, -1].to(states.dtype).contiguous()

@@ -1,0 +1,312 @@
+r"""LSTM variants: peepholes, Greff et al. 2015's ablations, CIFG, the 1997 LSTM.
+
+One implementation, :class:`LstmVariant`, with switches; every name is registered with
+its own defaults. Notation of Greff et al. (``z`` block input, ``i, f, o`` gates,
+``c`` cell, ``h`` output, ``g = h = tanh``):
+
+.. math::
+    \begin{aligned}
+    z_t &= g(W_z x_t + R_z h_{t-1} + b_z) \\
+    i_t &= \sigma(W_i x_t + R_i h_{t-1} + p_i \odot c_{t-1} + b_i) \\
+    f_t &= \sigma(W_f x_t + R_f h_{t-1} + p_f \odot c_{t-1} + b_f) \\
+    c_t &= f_t \odot c_{t-1} + i_t \odot z_t \\
+    o_t &= \sigma(W_o x_t + R_o h_{t-1} + p_o \odot c_t + b_o) \\
+    h_t &= o_t \odot h(c_t)
+    \end{aligned}
+
+Parameters keep torch's names and gate order ``(i, f, z, o)`` with absent gates left out:
+``weight_ih_l0`` ``(G*H, I)``, ``weight_hh_l0`` ``(G*H, H)``, ``bias_ih_l0``,
+``bias_hh_l0`` ``(G*H,)`` (``G`` = number of blocks), ``weight_peephole_l0`` ``(P, H)``
+(rows ``p_i, p_f, p_o`` of the present gates), FGR's ``weight_gaterec_l0``
+``(3H, 3H)``. With all gates, no peepholes and no gate recurrence the parameters are
+exactly ``torch.nn.LSTM``'s.
+
+Source: K. Greff, R. K. Srivastava, J. Koutník, B. R. Steunebrink & J. Schmidhuber,
+"LSTM: a search space odyssey", IEEE TNNLS 2017 (arXiv:1503.04069, 2015).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from rnnexp.cells import register
+from rnnexp.cells.loop import LoopRNN, _gate_slices, lstm_loop
+
+
+class LstmVariant(LoopRNN):
+    r"""LSTM with switches for every Greff et al. 2015 variant (see the module docstring).
+
+    Args:
+        input_size: features ``I`` of ``x_t``.
+        hidden_size: cells ``H``.
+        num_layers, bidirectional, dropout: as for ``lstm``.
+        peephole: peephole weights ``p_i, p_f, p_o`` (Greff's "vanilla" LSTM has them).
+        input_gate: ``False``: ``i_t ≡ 1`` (NIG).
+        forget_gate: ``False``: ``f_t ≡ 1`` (NFG; the 1997 LSTM).
+        output_gate: ``False``: ``o_t ≡ 1`` (NOG).
+        coupled: ``f_t = 1 - i_t`` (CIFG); needs ``input_gate``.
+        input_activation: ``False``: ``g`` is the identity (NIAF).
+        output_activation: ``False``: ``h`` is the identity, ``h_t = o_t ⊙ c_t`` (NOAF).
+        gate_recurrence: FGR: every gate also gets ``R_{\star} a_{t-1}`` where ``a_{t-1}`` are
+            the previous activations of all gates ``(i, f, o)`` (9 extra ``H x H`` blocks).
+        forget_bias: initial forget-gate bias (``None``: keep the init's).
+        input_bias: initial input-gate bias (``None``: keep the init's); the 1997 LSTM uses
+            negative values so that cells start closed.
+        learn_h0, init, init_scale: see :mod:`rnnexp.cells.common` (``learn_h0`` learns
+            ``h0`` and ``c0``).
+
+    Shapes: ``x`` ``(B, T, I)``; ``state`` ``(h_0, c_0)``, each ``(L * D, B, H)``; returns
+    ``(outputs (B, T, D * H), (h_n, c_n))``. FGR also carries the gate activations:
+    its state is ``(h, c, a)`` with ``a`` ``(L * D, B, 3H)`` (a 2-tuple state is accepted,
+    ``a_{-1} = 0``).
+    """
+
+    n_states = 2
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        peephole: bool = True,
+        input_gate: bool = True,
+        forget_gate: bool = True,
+        output_gate: bool = True,
+        coupled: bool = False,
+        input_activation: bool = True,
+        output_activation: bool = True,
+        gate_recurrence: bool = False,
+        forget_bias: float | None = 1.0,
+        input_bias: float | None = None,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        if coupled and not input_gate:
+            raise ValueError("coupled (CIFG) needs the input gate")
+        has_f = bool(forget_gate) and not coupled
+        self.layout = (
+            bool(input_gate),
+            has_f,
+            bool(output_gate),
+            bool(coupled),
+            bool(input_activation),
+            bool(output_activation),
+        )
+        self.peephole = bool(peephole)
+        self.gate_recurrence = bool(gate_recurrence)
+        self.gates = 1 + sum(self.layout[:3])
+        self.n_sig = sum(self.layout[:3])  # gates with their own sigmoid
+        self.n_states = 3 if self.gate_recurrence else 2
+        self.forget_bias = forget_bias if has_f else None
+        self.input_bias = input_bias if input_gate else None
+        super().__init__(
+            input_size, hidden_size, num_layers, bidirectional, dropout, learn_h0, init, init_scale
+        )
+
+    def layer_parameters(self, layer, direction, in_size):
+        tensors = super().layer_parameters(layer, direction, in_size)
+        hidden = self.hidden_size
+        if self.peephole and self.n_sig:
+            tensors["weight_peephole"] = torch.empty(self.n_sig, hidden)
+        if self.gate_recurrence and self.n_sig:
+            tensors["weight_gaterec"] = torch.empty(self.n_sig * hidden, self.n_sig * hidden)
+        return tensors
+
+    def state_sizes(self):
+        sizes = [self.hidden_size] * 2
+        return sizes + [self.n_sig * self.hidden_size] if self.gate_recurrence else sizes
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        slices = _gate_slices(self.layout, self.hidden_size)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                for gate, value in (("f", self.forget_bias), ("i", self.input_bias)):
+                    if value is not None and name.startswith("bias_"):
+                        param[slices[gate]] = value if name.startswith("bias_ih") else 0.0
+
+    # --------------------------------------------------------------- forward
+    def run(self, xw, state, p):
+        if not self.use_fused:
+            return super().run(xw, state, p)
+        peep, layout = p.get("weight_peephole"), self.layout
+        if self.gate_recurrence:
+            return lstm_loop(
+                xw, *state[:2], p["weight_hh"], peep, layout, p["weight_gaterec"], state[2]
+            )
+        return lstm_loop(xw, state[0], state[1], p["weight_hh"], peep, layout)
+
+    def step(self, xw_t, state, p, t):
+        has_i, has_f, has_o, cifg, act_z, act_h = self.layout
+        sl = _gate_slices(self.layout, self.hidden_size)
+        h, c = state[0], state[1]
+        a = xw_t + h @ p["weight_hh"].t()
+        sig_names = [n for n, present in (("i", has_i), ("f", has_f), ("o", has_o)) if present]
+        pre = {n: a[:, sl[n]] for n in sl}
+        if self.gate_recurrence and sig_names:
+            rec = state[2] @ p["weight_gaterec"].t()
+            for k, n in enumerate(sig_names):
+                pre[n] = pre[n] + rec[:, k * self.hidden_size : (k + 1) * self.hidden_size]
+        peep = (
+            dict(zip(sig_names, p["weight_peephole"].unbind(0), strict=True))
+            if self.peephole
+            else {}
+        )
+        i = torch.sigmoid(pre["i"] + peep["i"] * c if "i" in peep else pre["i"]) if has_i else None
+        if has_f:
+            f = torch.sigmoid(pre["f"] + peep["f"] * c if "f" in peep else pre["f"])
+        else:
+            f = 1.0 - i if cifg else None
+        z = torch.tanh(pre["z"]) if act_z else pre["z"]
+        c_new = (c if f is None else f * c) + (z if i is None else i * z)
+        if has_o:
+            o = torch.sigmoid(pre["o"] + peep["o"] * c_new if "o" in peep else pre["o"])
+        h_new = torch.tanh(c_new) if act_h else c_new
+        if has_o:
+            h_new = o * h_new
+        new_state = (h_new, c_new)
+        if self.gate_recurrence:
+            acts = {"i": i, "f": f, "o": o if has_o else None}
+            new_state += (torch.cat([acts[n] for n in sig_names], dim=1),)
+        return h_new, new_state
+
+
+_COMMON = dict(learn_h0=False, init="default", init_scale=None)
+
+
+def _variant(name: str, summary: str, doc: str, defaults: dict, fixed: dict) -> None:
+    """Register ``name`` as :class:`LstmVariant` with ``fixed`` switches and ``defaults``."""
+
+    P = inspect.Parameter
+    params = [
+        P("input_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
+        P("hidden_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
+        P("num_layers", P.POSITIONAL_OR_KEYWORD, default=1, annotation=int),
+        P("bidirectional", P.POSITIONAL_OR_KEYWORD, default=False, annotation=bool),
+        P("dropout", P.KEYWORD_ONLY, default=0.0, annotation=float),
+    ]
+    for key, value in {**defaults, **_COMMON}.items():
+        params.append(P(key, P.KEYWORD_ONLY, default=value))
+    for key, value in _COMMON.items():
+        defaults.setdefault(key, value)
+
+    def call(input_size, hidden_size, num_layers=1, bidirectional=False, **options):
+        merged = {**defaults, **options}
+        return LstmVariant(input_size, hidden_size, num_layers, bidirectional, **merged, **fixed)
+
+    call.__signature__ = inspect.Signature(params)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = doc + "\n\n    Args and shapes: see :class:`LstmVariant`."
+    if name != "lstm1997":
+        call.__doc__ += _SOURCE
+    register(name, summary=summary, source=_GREFF if name != "lstm1997" else _HS97)(call)
+    globals()[name] = call
+
+
+_GREFF = "Greff et al. 2015, LSTM: a search space odyssey"
+_HS97 = "Hochreiter & Schmidhuber 1997, Long short-term memory"
+_SOURCE = """
+
+    Source: K. Greff et al., "LSTM: a search space odyssey", IEEE TNNLS 2017
+    (arXiv:1503.04069); peepholes: F. Gers & J. Schmidhuber, IJCNN 2000.
+"""
+_VANILLA = r"""
+    .. math::
+        \begin{aligned}
+        z_t &= \tanh(W_z x_t + R_z h_{t-1} + b_z) \\
+        i_t &= \sigma(W_i x_t + R_i h_{t-1} + p_i \odot c_{t-1} + b_i) \\
+        f_t &= \sigma(W_f x_t + R_f h_{t-1} + p_f \odot c_{t-1} + b_f) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot z_t \\
+        o_t &= \sigma(W_o x_t + R_o h_{t-1} + p_o \odot c_t + b_o) \\
+        h_t &= o_t \odot \tanh(c_t)
+        \end{aligned}
+"""
+_PEEP = dict(peephole=True, forget_bias=1.0)
+
+_variant(
+    "lstm_peephole",
+    "LSTM + peepholes: i,f see p⊙c_{t-1}, o sees p_o⊙c_t (Greff 'vanilla')",
+    "Peephole LSTM, Greff et al.'s *vanilla* LSTM:\n" + _VANILLA,
+    dict(_PEEP),
+    {},
+)
+_variant(
+    "lstm_cifg",
+    "coupled input-forget gate: f_t = 1 - i_t (Greff CIFG, GRU-like)",
+    "CIFG: vanilla LSTM with the forget gate coupled to the input gate, "
+    "``f_t = 1 - i_t`` (no forget-gate weights, no ``p_f``):\n" + _VANILLA,
+    dict(peephole=True, input_bias=None),
+    dict(coupled=True),
+)
+_variant(
+    "lstm_nig",
+    "vanilla LSTM without input gate: i_t ≡ 1",
+    "NIG: vanilla LSTM with ``i_t ≡ 1`` (no input-gate weights, no ``p_i``):\n" + _VANILLA,
+    dict(_PEEP),
+    dict(input_gate=False),
+)
+_variant(
+    "lstm_nfg",
+    "vanilla LSTM without forget gate: f_t ≡ 1, c_t = c_{t-1} + i⊙z",
+    "NFG: vanilla LSTM with ``f_t ≡ 1`` (no forget-gate weights, no ``p_f``):\n" + _VANILLA,
+    dict(peephole=True, input_bias=None),
+    dict(forget_gate=False),
+)
+_variant(
+    "lstm_nog",
+    "vanilla LSTM without output gate: o_t ≡ 1, h_t = tanh(c_t)",
+    "NOG: vanilla LSTM with ``o_t ≡ 1`` (no output-gate weights, no ``p_o``):\n" + _VANILLA,
+    dict(_PEEP),
+    dict(output_gate=False),
+)
+_variant(
+    "lstm_niaf",
+    "vanilla LSTM without input activation: z_t = W_z x + R_z h + b_z",
+    "NIAF: vanilla LSTM whose block input has no ``tanh``, "
+    "``z_t = W_z x_t + R_z h_{t-1} + b_z``:\n" + _VANILLA,
+    dict(_PEEP),
+    dict(input_activation=False),
+)
+_variant(
+    "lstm_noaf",
+    "vanilla LSTM without output activation: h_t = o_t ⊙ c_t",
+    "NOAF: vanilla LSTM without the output ``tanh``, ``h_t = o_t ⊙ c_t``:\n" + _VANILLA,
+    dict(_PEEP),
+    dict(output_activation=False),
+)
+_variant(
+    "lstm_fgr",
+    "vanilla LSTM + full gate recurrence: gates see R⋆[i,f,o]_{t-1}",
+    "FGR: vanilla LSTM whose gates also receive the previous activations of all gates,\n"
+    "    ``a_t = [i_t, f_t, o_t]``, through ``weight_gaterec`` ``(3H, 3H)`` (Greff's 9 extra\n"
+    "    matrices): each gate pre-activation gains ``R^{g}_{\\star} a_{t-1}``.\n" + _VANILLA,
+    dict(_PEEP),
+    dict(gate_recurrence=True),
+)
+_variant(
+    "lstm1997",
+    "original LSTM: no forget gate, c_t = c_{t-1} + i⊙z, input-gate bias < 0",
+    r"""The original LSTM (no forget gate, no peepholes), input-gate biases initialised
+    negative (``input_bias``; the paper staggers -1, -2, ... over memory blocks) so cells
+    start closed:
+
+    .. math::
+        \begin{aligned}
+        i_t &= \sigma(W_i x_t + R_i h_{t-1} + b_i) &
+        z_t &= \tanh(W_z x_t + R_z h_{t-1} + b_z) \\
+        c_t &= c_{t-1} + i_t \odot z_t &
+        o_t &= \sigma(W_o x_t + R_o h_{t-1} + b_o) \\
+        h_t &= o_t \odot \tanh(c_t)
+        \end{aligned}
+
+    The paper squashes ``z`` to ``[-2, 2]`` and ``h(c)`` to ``[-1, 1]`` with scaled sigmoids;
+    here both are ``tanh``. Source: S. Hochreiter & J. Schmidhuber, "Long short-term
+    memory", Neural Computation 9(8), 1997.""",
+    dict(peephole=False, input_bias=-1.0),
+    dict(forget_gate=False),
+)

@@ -1,0 +1,236 @@
+"""Elman, LSTM and GRU on torch's fused kernels (oneDNN on CPU, cuDNN on GPU).
+
+Each class subclasses the matching ``torch.nn`` module with ``batch_first=True``, so the
+parameters, their names and gate layout are torch's own and a ``torch.nn.RNN/LSTM/GRU``
+state dict loads unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnexp.cells import register
+from rnnexp.cells.common import InitialState, apply_init, check_init
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+@register(
+    "elman",
+    summary="h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh | relu",
+    source="Elman 1990, Finding structure in time; torch.nn.RNN",
+)
+class Elman(InitialState, nn.RNN):
+    r"""Elman ("simple") recurrent network.
+
+    .. math::
+        h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}), \qquad \phi = \tanh
+        \text{ or ReLU}
+
+    Args:
+        input_size: features ``I`` of ``x_t``.
+        hidden_size: units ``H`` of ``h_t``.
+        num_layers: stacked layers; layer ``l > 0`` takes layer ``l - 1``'s outputs.
+        bidirectional: add a backward direction; outputs are ``2H`` wide.
+        dropout: dropout on each layer's outputs except the last.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        learn_h0: train the initial state ``h_0`` (a parameter ``h0`` of shape
+            ``(L * D, 1, H)``, zero at start) instead of using zeros.
+        init: weight init, see :mod:`rnnexp.cells.common`: ``default`` (torch's uniform),
+            ``orthogonal``, ``identity``, ``xavier``, ``normal``, and Pascanu et al. 2013's
+            ``sigmoid_small`` (``N(0, 0.01^2)``), ``tanh_basic`` (``N(0, 0.1^2)``),
+            ``tanh_smart`` (``W_ih`` ``N(0, 0.01^2)``, ``W_hh`` 15 non-zeros a row at
+            spectral radius 0.95).
+        init_scale: gain / std / radius of ``init`` (``None``: the init's default).
+
+    Shapes: ``x`` ``(B, T, I)``; ``state`` ``(L * D, B, H)``; returns
+    ``(outputs (B, T, D * H), h_n (L * D, B, H))``.
+
+    Source: J. L. Elman, "Finding structure in time", Cognitive Science 14, 1990.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        nonlinearity: str = "tanh",
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            nonlinearity=nonlinearity,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.init = check_init(init)
+        apply_init(self, init, init_scale, hidden_size)
+        self._init_state(learn_h0, 1, (num_layers * (2 if bidirectional else 1), hidden_size))
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            state = self.default_state(x.shape[0], x)
+        return super().forward(x, state)
+
+
+@register(
+    "lstm",
+    summary="c_t = f⊙c_{t-1} + i⊙tanh(W_z x + R_z h), h_t = o⊙tanh(c_t)",
+    source="Hochreiter & Schmidhuber 1997; Gers et al. 2000; torch.nn.LSTM",
+)
+class Lstm(InitialState, nn.LSTM):
+    r"""Long short-term memory with a forget gate, torch's gate order ``(i, f, g, o)``.
+
+    .. math::
+        \begin{aligned}
+        i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t &= \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t &= \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t &= \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t &= o_t \odot \tanh(c_t)
+        \end{aligned}
+
+    Args:
+        input_size, hidden_size, num_layers, bidirectional, dropout: as :class:`Elman`.
+        forget_bias: initial value of ``b_if`` (``b_hf`` starts at 0). Jozefowicz et al. 2015
+            found a forget-gate bias of 1 closes most of the gap between LSTM and GRU;
+            ``None`` keeps the init's bias.
+        learn_h0, init, init_scale: as :class:`Elman` (``learn_h0`` learns ``h0`` and ``c0``).
+
+    Shapes: ``x`` ``(B, T, I)``; ``state`` ``(h_0, c_0)``, each ``(L * D, B, H)``; returns
+    ``(outputs (B, T, D * H), (h_n, c_n))``.
+
+    Source: S. Hochreiter & J. Schmidhuber, "Long short-term memory", Neural Computation
+    1997; forget gate: F. Gers, J. Schmidhuber & F. Cummins, 2000.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        forget_bias: float | None = 1.0,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.init = check_init(init)
+        apply_init(self, init, init_scale, hidden_size)
+        self._init_state(learn_h0, 2, (num_layers * (2 if bidirectional else 1), hidden_size))
+        self.forget_bias = forget_bias
+        if forget_bias is not None:
+            with torch.no_grad():
+                for name, param in self.named_parameters():
+                    if name.startswith("bias_"):  # gate order i, f, g, o
+                        forget = param[hidden_size : 2 * hidden_size]
+                        forget.fill_(forget_bias if name.startswith("bias_ih") else 0.0)
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if state is None:
+            state = self.default_state(x.shape[0], x)
+        return super().forward(x, state)
+
+
+class Gru(InitialState, nn.GRU):
+    r"""Gated recurrent unit, torch's form (reset gate applied after the matmul).
+
+    .. math::
+        \begin{aligned}
+        r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        u_t &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t &= u_t \odot h_{t-1} + (1 - u_t) \odot n_t
+        \end{aligned}
+
+    Args:
+        input_size, hidden_size, num_layers, bidirectional, dropout: as :class:`Elman`.
+        learn_h0, init, init_scale: as :class:`Elman`.
+
+    Shapes: as :class:`Elman`.
+
+    Source: K. Cho et al., "Learning phrase representations using RNN encoder-decoder for
+    statistical machine translation", EMNLP 2014.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+            bidirectional=bidirectional,
+        )
+        self.init = check_init(init)
+        apply_init(self, init, init_scale, hidden_size)
+        self._init_state(learn_h0, 1, (num_layers * (2 if bidirectional else 1), hidden_size))
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            state = self.default_state(x.shape[0], x)
+        return super().forward(x, state)
+
+
+@register(
+    "gru",
+    summary="h_t = u⊙h_{t-1} + (1-u)⊙tanh(W x + r⊙(U h + b_hn))  [reset_after=false: U(r⊙h)]",
+    source="Cho et al. 2014, Learning phrase representations...; torch.nn.GRU",
+)
+def gru(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    reset_after: bool = True,
+    learn_h0: bool = False,
+    init: str = "default",
+    init_scale: float | None = None,
+) -> nn.Module:
+    r"""GRU: torch's fused :class:`Gru` (``reset_after=True``) or Cho et al.'s original form
+    :class:`rnnexp.cells.gru_variants.GruResetBefore` (``reset_after=False``), where the
+    reset gate multiplies ``h_{t-1}`` before the recurrent matmul:
+
+    .. math::
+        n_t = \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn})
+
+    Both take the same parameters (torch's names and gate order ``r, z, n``), so state
+    dicts move between them. Other args: as :class:`Gru`.
+    """
+    options = dict(dropout=dropout, learn_h0=learn_h0, init=init, init_scale=init_scale)
+    if reset_after:
+        return Gru(input_size, hidden_size, num_layers, bidirectional, **options)
+    from rnnexp.cells.gru_variants import GruResetBefore
+
+    return GruResetBefore(input_size, hidden_size, num_layers, bidirectional, **options)

@@ -1,0 +1,141 @@
+"""The ``rnnexp`` command line (Typer). ``train`` hands its arguments to Hydra unchanged."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rnnexp import __version__
+from rnnexp.errors import RnnexpError
+
+app = typer.Typer(
+    name="rnnexp",
+    help="Experiment runner for recurrent networks on sequence tasks. "
+    "Start with: rnnexp train cell=gru task=timer",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+# `train` forwards everything to Hydra: no options of its own, unknown options allowed,
+# and Typer's --help off so that `rnnexp train --help` is Hydra's help.
+HYDRA_PASSTHROUGH = {
+    "allow_extra_args": True,
+    "ignore_unknown_options": True,
+    "help_option_names": [],
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"rnnexp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Experiment runner for recurrent networks on sequence tasks."""
+
+
+@app.command(context_settings=HYDRA_PASSTHROUGH, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train a model. Every argument is a Hydra override, e.g. [bold]cell=lstm task=timer
+    train.max_steps=500[/]; [bold]-m[/] sweeps (cell=elman,lstm,gru), [bold]--cfg job[/] prints
+    the config, [bold]--help[/] lists groups and keys."""
+    from rnnexp.train import main as hydra_main
+
+    sys.argv = ["rnnexp train", *ctx.args]
+    hydra_main()
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A run folder (outputs/...) or a checkpoint .pt file."),
+    overrides: list[str] = typer.Argument(
+        None,
+        help="split=test|val|train, and config overrides such as train.device=cpu "
+        "or task.num_test=5000.",
+        show_default=False,
+    ),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+) -> None:
+    """Score a trained model on a split (default: the held-out test set) with the config
+    saved in its checkpoint; writes checkpoints/<name>.<split>.json."""
+    from rnnexp.evaluate import evaluate_checkpoint
+
+    overrides = list(overrides or [])
+    splits = [o for o in overrides if o.startswith("split=")]
+    split = splits[-1].partition("=")[2] if splits else "test"
+    rest = [o for o in overrides if not o.startswith("split=")]
+    result, out = evaluate_checkpoint(run, which=which, split=split, overrides=rest)
+    table = Table(title=f"{result['task']} / {result['cell']} — {split} (step {result['step']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"written to {out}", highlight=False)
+
+
+@app.command("ls")
+def ls(
+    group: str = typer.Argument(
+        None, help="cells, tasks, optim, sched, clip or experiments; all when omitted."
+    ),
+    input_size: int = typer.Option(2, help="Input features for the cells' parameter counts."),
+    hidden_size: int = typer.Option(64, help="Hidden units for the cells' parameter counts."),
+) -> None:
+    """List the configurable choices with one-line descriptions."""
+    from rnnexp.config import GROUPS, choices
+
+    aliases = {"cells": "cell", "tasks": "task", "experiments": "experiment"}
+    groups = GROUPS if group is None else (aliases.get(group, group),)
+    for name in groups:
+        if name == "cell":
+            console.print(_cells_table(input_size, hidden_size))
+            continue
+        table = Table(title=f"{name} (select with {name}=<name>)", title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        for option, description in choices(name).items():
+            table.add_row(option, description)
+        console.print(table)
+
+
+def _cells_table(input_size: int, hidden_size: int) -> Table:
+    from rnnexp import cells
+    from rnnexp.config import choices
+
+    table = Table(
+        title=f"cells (select with cell=<name>); parameters at I={input_size}, H={hidden_size}",
+        title_justify="left",
+    )
+    for column in ("name", "recurrence", "params", "source"):
+        table.add_column(column, justify="right" if column == "params" else "left")
+    for name, description in choices("cell").items():
+        try:
+            cell_spec = cells.spec(name)
+            count = cells.count_parameters(cells.create(name, input_size, hidden_size))
+            table.add_row(name, cell_spec.summary, f"{count:,}", cell_spec.source)
+        except RnnexpError:
+            table.add_row(name, description, "?", "")
+    return table
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 2."""
+    try:
+        app()
+    except RnnexpError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(2)

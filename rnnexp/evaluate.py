@@ -1,0 +1,87 @@
+"""Rebuild a trained model from its checkpoint and score it (``rnnexp evaluate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rnnexp import checkpoint
+from rnnexp.config import build
+from rnnexp.errors import RnnexpError
+from rnnexp.model import SequenceModel, build_model
+from rnnexp.runinfo import resolve_device, write_json
+from rnnexp.tasks.base import Task, check_split
+
+
+@dataclass
+class Restored:
+    """A trained model with everything it came with."""
+
+    path: Path  # the checkpoint file
+    payload: dict[str, Any]
+    cfg: DictConfig
+    task: Task
+    model: SequenceModel
+    device: torch.device
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``key=value`` overrides onto a saved config; ``+key=value`` adds a new key."""
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or not key:
+            raise RnnexpError(f"override {override!r} is not of the form key=value")
+        adding = key.startswith("+")
+        key = key.lstrip("+")
+        if not adding and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            raise RnnexpError(
+                f"unknown config key {key!r} in override {override!r}; "
+                f"use +{override} to add a new key"
+            )
+        value = OmegaConf.from_dotlist([f"{key}={override.partition('=')[2]}"])
+        cfg = OmegaConf.merge(cfg, value)
+    return cfg
+
+
+def restore(
+    path_or_run_dir: str | Path, which: str = "best", overrides: list[str] | None = None
+) -> Restored:
+    """Load a checkpoint and rebuild its task and model from the config saved with it."""
+    path = checkpoint.resolve(path_or_run_dir, which)
+    payload = checkpoint.load(path)
+    cfg = apply_overrides(OmegaConf.create(payload["config"]), list(overrides or []))
+    device = resolve_device(cfg.train.device)
+    task: Task = build(cfg.task, "task")
+    task.load_state_dict(payload["task"])
+    model = build_model(cfg, task)
+    checkpoint.load_model_state(model, payload["model"], path)
+    model.to(device).eval()
+    return Restored(path, payload, cfg, task, model, device)
+
+
+def evaluate_checkpoint(
+    path_or_run_dir: str | Path,
+    which: str = "best",
+    split: str = "test",
+    overrides: list[str] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Score a checkpoint on ``split``; writes ``<checkpoint>.<split>.json`` beside it."""
+    check_split(split)
+    restored = restore(path_or_run_dir, which, overrides)
+    metrics = restored.task.evaluate(restored.model, split, restored.device)
+    result = {
+        "checkpoint": str(restored.path),
+        "step": restored.payload["step"],
+        "split": split,
+        "task": restored.cfg.task.name,
+        "cell": restored.cfg.cell.name,
+        "overrides": list(overrides or []),
+        "metrics": metrics,
+    }
+    out = restored.path.with_name(f"{restored.path.stem}.{split}.json")
+    write_json(out, result)
+    return result, out

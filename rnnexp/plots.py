@@ -1,0 +1,35 @@
+"""Figures: one matplotlib setup for every picture rnnexp draws (headless, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+TARGET_COLOR = "tab:blue"  # the seed's picture: target in blue ...
+PREDICTION_COLOR = "tab:orange"  # ... prediction in orange
+
+
+def new_figure(rows: int = 1, width: float = 10.0, row_height: float = 2.4) -> tuple[Figure, list]:
+    """A figure with ``rows`` stacked axes sharing the x axis."""
+    fig, axes = plt.subplots(
+        rows, 1, figsize=(width, row_height * rows), sharex=True, squeeze=False
+    )
+    return fig, list(axes[:, 0])
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (atomically: readers never see a half-written PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

@@ -1,0 +1,72 @@
+"""What a run records about itself: ``metrics.json``, the git commit, the device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnexp.errors import RnnexpError
+
+METRICS_FILE = "metrics.json"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the rnnexp source tree and whether it had uncommitted changes."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}  # installed from a wheel
+    return {"git_commit": commit, "git_dirty": bool(dirty)}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RnnexpError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RnnexpError(f"device {name!r} asked for but CUDA is not available; use auto or cpu")
+    return device
+
+
+class RunRecord:
+    """The run's ``metrics.json``: created when the run starts, rewritten as it goes.
+
+    ``status`` is ``running``, ``completed``, ``failed`` (with ``error``) or
+    ``interrupted``, so sweeps and reports can tell unfinished jobs from finished ones.
+    """
+
+    def __init__(self, folder: Path, **fields: Any) -> None:
+        self.path = Path(folder) / METRICS_FILE
+        self.data: dict[str, Any] = {"status": "running", **fields}
+        write_json(self.path, self.data)
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        write_json(self.path, self.data)

@@ -1,0 +1,174 @@
+"""The interface between a task and the training loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Batch:
+    """One minibatch.
+
+    ``inputs``: ``(B, T, I)`` float features (encoder ``linear``) or ``(B, T)`` token ids
+    (encoders ``embedding``/``onehot``). ``targets``: task-defined, e.g. ``(B, T, O)``.
+    ``lengths``: ``(B,)`` valid steps per sequence, ``None`` when all ``T`` are valid.
+    ``reset_state``: ``False`` continues from the previous batch's (detached) final state,
+    as in truncated BPTT over a long stream.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    lengths: Tensor | None = None
+    reset_state: bool = True
+
+    def to(self, device: torch.device | str) -> Batch:
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return replace(
+            self, inputs=self.inputs.to(device), targets=self.targets.to(device), lengths=lengths
+        )
+
+
+class BatchStream:
+    """Endless training batches drawn by ``sample(batch_size, generator)``.
+
+    The stream owns its ``torch.Generator``; its state goes into every checkpoint so a
+    resumed run sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(
+        self, sample: Callable[[int, torch.Generator], Batch], batch_size: int, seed: int
+    ) -> None:
+        self.sample = sample
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        return self.sample(self.batch_size, self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class Task(ABC):
+    """What the training loop needs from a task.
+
+    Class attributes tell :func:`rnnexp.model.build_model` how to wire the network:
+    ``encoder`` (``linear``: feed float features as they are; ``onehot``/``embedding``:
+    token ids), ``input_size`` (features or vocabulary size), ``output_size`` and
+    ``head`` (``every_step`` or ``last_step``). ``metric`` names the key of
+    :meth:`evaluate`'s result that selects ``best.pt`` (``metric_mode`` ``min``/``max``)
+    and that the progress bar shows.
+    """
+
+    name: str
+    encoder: Literal["linear", "onehot", "embedding"] = "linear"
+    input_size: int
+    output_size: int
+    head: Literal["every_step", "last_step"] = "every_step"
+    metric: str
+    metric_mode: Literal["min", "max"] = "min"
+
+    @abstractmethod
+    def train_stream(self, batch_size: int, seed: int) -> BatchStream:
+        """Endless training batches; must have ``state_dict``/``load_state_dict``."""
+
+    @abstractmethod
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        """Scalar training loss of the model's ``output`` on ``batch``."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        """Metrics on a held-out split (``val`` or ``test``); includes ``metric``."""
+
+    def figures(self, model: nn.Module, device: torch.device) -> dict[str, Figure]:
+        """Pictures logged at each evaluation (TensorBoard and ``plots/<name>.png``)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data the task needs to rebuild a trained model (e.g. a vocabulary)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        del state  # stateless by default
+
+
+def check_split(split: str) -> str:
+    from rnnexp.errors import RnnexpError
+
+    if split not in SPLITS:
+        raise RnnexpError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    return split
+
+
+class SyntheticTask(Task):
+    """A task whose data come from a seeded generator (timer, latching, adding, ...).
+
+    Subclasses implement :meth:`sample` and :meth:`score`. Training batches are drawn
+    from ``train.seed``; the held-out ``val`` and ``test`` sets are fixed by
+    ``task.seed`` alone, so every run of a sweep is scored on the same sequences.
+    """
+
+    def __init__(self, seed: int, num_val: int, num_test: int, eval_batch_size: int) -> None:
+        self.seed = seed
+        self.num_examples = {"val": num_val, "test": num_test}
+        self.eval_batch_size = eval_batch_size
+        self._held_out: dict[str, list[Batch]] = {}
+
+    @abstractmethod
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` fresh sequences drawn with ``generator``."""
+
+    @abstractmethod
+    def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
+        """Metrics of the model outputs on the held-out batches."""
+
+    def train_stream(self, batch_size: int, seed: int) -> BatchStream:
+        return BatchStream(self.sample, batch_size, seed)
+
+    def held_out(self, split: str) -> list[Batch]:
+        """The fixed ``val`` or ``test`` set, in chunks of ``eval_batch_size`` (cached)."""
+        check_split(split)
+        if split == "train":
+            split = "val"  # synthetic tasks have no finite training set to score
+        if split not in self._held_out:
+            # Distinct, fixed streams per split: offsets keep them apart from each other.
+            generator = torch.Generator().manual_seed(self.seed + {"val": 1, "test": 2}[split])
+            remaining, chunks = self.num_examples[split], []
+            while remaining > 0:
+                size = min(self.eval_batch_size, remaining)
+                chunks.append(self.sample(size, generator))
+                remaining -= size
+            self._held_out[split] = chunks
+        return self._held_out[split]
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: str, device: torch.device) -> list[Tensor]:
+        """Model outputs (on the CPU) for each held-out chunk."""
+        was_training = model.training
+        model.eval()
+        outputs = []
+        for batch in self.held_out(split):
+            batch = batch.to(device)
+            output, _ = model(batch.inputs, lengths=batch.lengths)
+            outputs.append(output.float().cpu())
+        model.train(was_training)
+        return outputs
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        return self.score(self.predict(model, split, device), self.held_out(split))

@@ -1,0 +1,294 @@
+"""``rnnexp train``: the Hydra entry point and the one training loop.
+
+Read :func:`train` top to bottom: build everything from the config, optionally restore
+a checkpoint, then step -> log -> evaluate/checkpoint until ``train.max_steps``, then
+score the held-out test set and write ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from rnnexp import __version__, checkpoint, plots
+from rnnexp.cells import count_parameters
+from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build
+from rnnexp.errors import RnnexpError
+from rnnexp.model import build_model
+from rnnexp.runinfo import RunRecord, git_commit, resolve_device
+from rnnexp.tasks.base import Task
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+
+def detach_state(state: Any) -> Any:
+    """Cut the graph behind a carried hidden state (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+def make_checkpoint(
+    cfg: DictConfig,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    stream: Any,
+    task: Task,
+    best: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything needed to resume exactly, as tensors and plain Python data."""
+    return {
+        "format": checkpoint.FORMAT,
+        "rnnexp_version": __version__,
+        "step": step,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "stream": stream.state_dict(),
+        "task": task.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
+        "best": best,
+    }
+
+
+def log_evaluation(
+    writer: SummaryWriter,
+    run_dir: Path,
+    task: Task,
+    model: nn.Module,
+    device: torch.device,
+    split: str,
+    step: int,
+    histograms: bool,
+) -> dict[str, float]:
+    """Score ``split``; log scalars, the task's figures (also as PNG) and histograms."""
+    metrics = task.evaluate(model, split, device)
+    for key, value in metrics.items():
+        writer.add_scalar(f"{split}/{key}", value, step)
+    for name, fig in task.figures(model, device).items():
+        plots.save_png(fig, run_dir / "plots" / f"{name}.png")
+        writer.add_figure(name, fig, step)  # closes the figure
+    if histograms:
+        for name, param in model.named_parameters():
+            writer.add_histogram(f"weights/{name}", param.detach(), step)
+            if param.grad is not None:
+                writer.add_histogram(f"grads/{name}", param.grad, step)
+    writer.flush()
+    return metrics
+
+
+def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
+    """Train the configured model in ``run_dir``; returns the final ``metrics.json`` data."""
+    started = time.perf_counter()
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    torch.manual_seed(tc.seed)  # model init and dropout; data have their own generator
+
+    # --- build: task -> model -> optimizer -> schedule -> clipping -> data -------------
+    task: Task = build(cfg.task, "task")
+    model = build_model(cfg, task).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build(cfg.optim, "optim")(params)
+    scheduler = build(cfg.sched, "sched")(optimizer)
+    clip = build(cfg.clip, "clip")
+    stream = task.train_stream(tc.batch_size, tc.seed)
+    # best: the evaluation with the best value of the task's metric on the val split
+    step, best = 0, {"step": None, "metric": task.metric, "value": None, "val": None}
+
+    # --- resume: every piece of state, so the continued loss curve is the same ----------
+    if tc.resume:
+        saved = checkpoint.load(tc.resume, which="last")
+        checkpoint.load_model_state(model, saved["model"], tc.resume)
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            stream.load_state_dict(saved["stream"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise RnnexpError(
+                f"cannot resume from {tc.resume}: its optimizer/schedule/data state does not "
+                f"fit this config ({type(err).__name__}: {err}); resume with the same optim, "
+                "sched and task settings"
+            ) from None
+        task.load_state_dict(saved["task"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if saved["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        step, best = saved["step"], saved["best"]
+        log.info("resumed from %s at step %d", tc.resume, step)
+        if step >= tc.max_steps:
+            raise RnnexpError(
+                f"{tc.resume} is already at step {step} >= train.max_steps={tc.max_steps}; "
+                "raise train.max_steps to continue"
+            )
+
+    num_params = count_parameters(model)
+    record.update(num_params=num_params, device=str(device))
+    log.info("%s on %s: %d parameters, device %s", cfg.cell.name, task.name, num_params, device)
+    writer = SummaryWriter(log_dir=str(run_dir))
+    ckpt_dir = run_dir / "checkpoints"
+    train_time, steps_timed, skipped_in_a_row, skipped = 0.0, 0, 0, 0
+    smooth_loss, val_metric = math.nan, math.nan
+    state = None
+    model.train()
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4g}  val {task.fields[metric]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not tc.progress,
+    )
+    with progress:
+        bar = progress.add_task(
+            f"{task.name}/{cfg.cell.name}", total=tc.max_steps, completed=step,
+            loss=math.nan, metric="-",
+        )  # fmt: skip
+        while step < tc.max_steps:
+            step += 1
+            tick = time.perf_counter()
+            batch = next(stream).to(device)
+            if batch.reset_state:
+                state = None
+            output, state = model(batch.inputs, state, batch.lengths)
+            state = detach_state(state)
+            loss = task.loss(output, batch)
+            loss_value = loss.item()
+            norm = math.nan
+            if math.isfinite(loss_value):
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = clip(params).item()  # global gradient norm before clipping
+            if not (math.isfinite(loss_value) and math.isfinite(norm)):
+                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                value = loss_value if what == "loss" else norm
+                if tc.on_nan == "stop":
+                    raise RnnexpError(
+                        f"{what} is {value} at step {step}: training diverged; clip the "
+                        "gradient (clip=norm clip.max_norm=1), lower optim.lr, or set "
+                        "train.on_nan=skip to skip such steps"
+                    )
+                skipped, skipped_in_a_row = skipped + 1, skipped_in_a_row + 1
+                if skipped_in_a_row > tc.max_skipped:
+                    raise RnnexpError(
+                        f"{what} was NaN/inf for {skipped_in_a_row} steps in a row up to step "
+                        f"{step}; clip the gradient (clip=norm) or lower optim.lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                state = None
+                scheduler.step()
+                continue
+            skipped_in_a_row = 0
+            optimizer.step()
+            scheduler.step()
+            train_time += time.perf_counter() - tick
+            steps_timed += 1
+
+            smooth_loss = (
+                loss_value if math.isnan(smooth_loss) else 0.9 * smooth_loss + 0.1 * loss_value
+            )
+            if step % tc.log_every == 0:
+                writer.add_scalar("train/loss", loss_value, step)
+                writer.add_scalar("train/grad_norm", norm, step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            progress.update(bar, advance=1, loss=smooth_loss, metric=f"{val_metric:.4g}")
+
+            if step % tc.eval_every == 0 or step == tc.max_steps:
+                val = log_evaluation(
+                    writer, run_dir, task, model, device, "val", step, tc.histograms
+                )
+                val_metric = val[task.metric]
+                if is_better(val_metric, best["value"], task.metric_mode):
+                    best = {"step": step, "metric": task.metric, "value": val_metric, "val": val}
+                payload = make_checkpoint(
+                    cfg, step, model, optimizer, scheduler, stream, task, best
+                )
+                checkpoint.save(payload, ckpt_dir / "last.pt")
+                if best["step"] == step:
+                    checkpoint.save(payload, ckpt_dir / "best.pt")
+                record.update(steps=step, best=best)
+                progress.update(bar, metric=f"{val_metric:.4g}")
+
+    final = log_evaluation(writer, run_dir, task, model, device, "test", step, False)
+    writer.close()
+    record.update(
+        status="completed",
+        final=final,
+        best=best,
+        steps=step,
+        skipped_steps=skipped,
+        wall_time_s=round(time.perf_counter() - started, 3),
+        train_time_s=round(train_time, 3),
+        step_time_ms=round(1000 * train_time / max(steps_timed, 1), 4),
+    )
+    log.info("test: %s", ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+    return record.data
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task function (module level, so joblib/submitit launchers can pickle it).
+
+    Returns the best validation value of the task's metric, for sweepers like Optuna.
+    """
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    record = RunRecord(
+        run_dir,
+        task=cfg.task.name,
+        cell=cfg.cell.name,
+        choices=choices,
+        overrides=list(hydra_cfg.overrides.task),
+        seed=cfg.train.seed,
+        run_dir=str(run_dir),
+        rnnexp_version=__version__,
+        torch_version=torch.__version__,
+        command=" ".join(sys.argv),
+        **git_commit(),
+    )
+    try:
+        data = train(cfg, run_dir, record)
+    except RnnexpError as err:
+        record.update(status="failed", error=str(err))
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return None  # the sweep goes on; this job's metrics.json says it failed
+        sys.exit(1)
+    except KeyboardInterrupt:
+        record.update(status="interrupted")
+        raise
+    except Exception as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    return data["best"]["value"]

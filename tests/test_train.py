@@ -1,0 +1,95 @@
+"""The training loop in-process: resume equality, NaN handling, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY, compose_config
+from rnnexp import checkpoint
+from rnnexp.errors import RnnexpError
+from rnnexp.runinfo import RunRecord
+from rnnexp.tasks.timer import TimerTask
+from rnnexp.train import train
+
+
+def run(run_dir: Path, *overrides: str) -> dict:
+    cfg = compose_config(*TINY, *overrides)
+    return train(cfg, run_dir, RunRecord(run_dir, task="timer", cell=cfg.cell.name))
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars("train/loss")}
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_resumed_run_repeats_the_uninterrupted_loss_curve(tmp_path: Path, cell: str) -> None:
+    # dropout and a 2-layer net make the RNG state matter too
+    common = [f"cell={cell}", "model.num_layers=2", "model.dropout=0.2", "sched=step",
+              "sched.step_size=7"]  # fmt: skip
+    run(tmp_path / "whole", *common, "train.max_steps=20")
+    run(tmp_path / "first", *common, "train.max_steps=10")
+    run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
+    whole, first, rest = (losses(tmp_path / d) for d in ("whole", "first", "rest"))
+    assert sorted(rest) == list(range(11, 21))
+    assert {**first, **rest} == whole  # bit-for-bit the same losses
+
+
+def test_checkpoint_holds_only_plain_data(tmp_path: Path) -> None:
+    metrics = run(tmp_path)
+    assert metrics["status"] == "completed" and metrics["steps"] == 20
+    payload = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["format"] == checkpoint.FORMAT and payload["step"] == 20
+    assert payload["config"]["cell"]["name"] == "gru"
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))  # atomic writes leave nothing
+    assert (tmp_path / "plots" / "timer.png").stat().st_size > 0
+    tags = EventAccumulator(str(tmp_path)).Reload().Tags()
+    assert {"train/loss", "train/grad_norm", "train/lr", "val/nrmse", "test/nrmse"} <= set(
+        tags["scalars"]
+    )
+    assert "weights/rnn.weight_hh_l0" in tags["histograms"]
+    assert "grads/rnn.weight_hh_l0" in tags["histograms"]
+    assert "timer" in tags["images"]
+
+
+def poison_loss(monkeypatch: pytest.MonkeyPatch, at_calls: set[int]) -> None:
+    """Make the timer's loss NaN on the given training calls (1-based)."""
+    original, calls = TimerTask.loss, {"n": 0}
+
+    def loss(self, output, batch):
+        calls["n"] += 1
+        value = original(self, output, batch)
+        return value * float("nan") if calls["n"] in at_calls else value
+
+    monkeypatch.setattr(TimerTask, "loss", loss)
+
+
+def test_nan_loss_stops_with_the_step_and_a_remedy(tmp_path, monkeypatch) -> None:
+    poison_loss(monkeypatch, {3})
+    with pytest.raises(RnnexpError, match=r"loss is nan at step 3: .*clip=norm"):
+        run(tmp_path)
+
+
+def test_nan_loss_can_be_skipped(tmp_path, monkeypatch) -> None:
+    poison_loss(monkeypatch, {3, 4})
+    metrics = run(tmp_path, "train.on_nan=skip")
+    assert metrics["status"] == "completed" and metrics["skipped_steps"] == 2
+
+
+def test_exploding_gradient_is_caught(tmp_path) -> None:
+    with pytest.raises(RnnexpError, match="at step"):
+        run(tmp_path, "cell=elman", "cell.nonlinearity=relu", "optim=sgd", "optim.lr=1e30",
+            "clip=none")  # fmt: skip
+
+
+def test_resume_past_max_steps_and_missing_resume(tmp_path) -> None:
+    run(tmp_path / "a")
+    with pytest.raises(RnnexpError, match="raise train.max_steps"):
+        run(tmp_path / "b", f"train.resume={tmp_path / 'a'}")
+    with pytest.raises(RnnexpError, match="checkpoint not found"):
+        run(tmp_path / "c", f"train.resume={tmp_path / 'nothing.pt'}")
