@@ -61,16 +61,20 @@ def load(path_or_run_dir: str | Path, which: str = "last") -> dict[str, Any]:
     path = resolve(path_or_run_dir, which)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError:
+        if not zipfile.is_zipfile(path):
+            raise RnnexpError(
+                f"cannot read checkpoint {path}: it is not a torch checkpoint (corrupt, "
+                "truncated or another kind of file); use another one, e.g. checkpoints/best.pt"
+            ) from None
         raise RnnexpError(
-            f"refusing to load {path}: it holds more than tensors and plain data ({first}); "
-            "rnnexp checkpoints never do"
+            f"refusing to load {path}: it holds pickled Python objects, which could run code "
+            "when loaded; rnnexp checkpoints hold only tensors and plain data"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise RnnexpError(
             f"cannot read checkpoint {path}: the file is corrupt or truncated "
-            f"({type(err).__name__}); use another checkpoint (e.g. checkpoints/best.pt)"
+            f"({type(err).__name__}); use another one, e.g. checkpoints/best.pt"
         ) from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise RnnexpError(f"{path} is not an rnnexp checkpoint (no {', '.join(REQUIRED_KEYS)})")

@@ -84,7 +84,7 @@ def evaluate(
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
     console.print(table)
-    console.print(f"written to {out}", highlight=False)
+    console.print(f"written to {out}", highlight=False, soft_wrap=True)
 
 
 @app.command("ls")
@@ -137,5 +137,5 @@ def main() -> None:
     try:
         app()
     except RnnexpError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)

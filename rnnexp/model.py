@@ -61,11 +61,17 @@ class SequenceModel(nn.Module):
     def forward(
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, Any]:
-        features = self.encoder(inputs)  # (B, T, I)
-        outputs, state = self.rnn(features, state)  # (B, T, D*H)
+        features, state = self.features(inputs, state, lengths)
+        return self.head(self.dropout(features)), state
+
+    def features(
+        self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Any]:
+        """What the head reads: ``(B, T, D*H)`` (every_step) or ``(B, D*H)`` (last_step)."""
+        outputs, state = self.rnn(self.encoder(inputs), state)  # (B, T, D*H)
         if self.head_mode == "last_step":
             outputs = self._last_step(outputs, lengths)  # (B, D*H)
-        return self.head(self.dropout(outputs)), state
+        return outputs, state
 
     def _last_step(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
         batch, steps, width = outputs.shape

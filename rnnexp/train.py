@@ -29,6 +29,7 @@ from rnnexp.cells import count_parameters
 from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
+from rnnexp.ridge import RidgeReadout
 from rnnexp.runinfo import RunRecord, git_commit, resolve_device
 from rnnexp.tasks.base import Task
 
@@ -117,7 +118,9 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     task: Task = build(cfg.task, "task")
     model = build_model(cfg, task).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build(cfg.optim, "optim")(params)
+    optim = build(cfg.optim, "optim")
+    closed_form = isinstance(optim, RidgeReadout)  # optim=ridge: no gradient steps
+    optimizer = torch.optim.SGD(params, lr=0.0) if closed_form else optim(params)
     scheduler = build(cfg.sched, "sched")(optimizer)
     clip = build(cfg.clip, "clip")
     stream = task.train_stream(tc.batch_size, tc.seed)
@@ -126,6 +129,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
 
     # --- resume: every piece of state, so the continued loss curve is the same ----------
     if tc.resume:
+        if closed_form:
+            raise RnnexpError("optim=ridge fits in one pass and cannot resume; drop train.resume")
         saved = checkpoint.load(tc.resume, which="last")
         checkpoint.load_model_state(model, saved["model"], tc.resume)
         try:
@@ -154,9 +159,28 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     record.update(num_params=num_params, device=str(device))
     log.info("%s on %s: %d parameters, device %s", cfg.cell.name, task.name, num_params, device)
     writer = SummaryWriter(log_dir=str(run_dir))
-    ckpt_dir = run_dir / "checkpoints"
+
+    def evaluate_and_checkpoint(step: int, best: dict[str, Any]) -> dict[str, Any]:
+        """Score val, log pictures, write last.pt (and best.pt when val improved)."""
+        val = log_evaluation(writer, run_dir, task, model, device, "val", step, tc.histograms)
+        if is_better(val[task.metric], best["value"], task.metric_mode):
+            best = {"step": step, "metric": task.metric, "value": val[task.metric], "val": val}
+        payload = make_checkpoint(cfg, step, model, optimizer, scheduler, stream, task, best)
+        checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
+        if best["step"] == step:
+            checkpoint.save(payload, run_dir / "checkpoints" / "best.pt")
+        record.update(steps=step, best=best)
+        return best
+
     train_time, steps_timed, skipped_in_a_row, skipped = 0.0, 0, 0, 0
-    smooth_loss, val_metric = math.nan, math.nan
+    if closed_form:
+        tick = time.perf_counter()
+        step = 1  # one pass over the training data
+        train_loss = optim.fit(model, task, stream, washout=tc.washout, device=device)
+        writer.add_scalar("train/loss", train_loss, step)
+        train_time, steps_timed = time.perf_counter() - tick, 1
+        best = evaluate_and_checkpoint(step, best)
+    smooth_loss = math.nan
     state = None
     model.train()
 
@@ -164,17 +188,17 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}  val {task.fields[metric]}"),
+        TextColumn("loss {task.fields[loss]:.4g}  best val {task.fields[metric]}"),
         TimeRemainingColumn(),
         console=console,
-        disable=not tc.progress,
+        disable=not tc.progress or closed_form,
     )
     with progress:
         bar = progress.add_task(
             f"{task.name}/{cfg.cell.name}", total=tc.max_steps, completed=step,
             loss=math.nan, metric="-",
         )  # fmt: skip
-        while step < tc.max_steps:
+        while step < tc.max_steps and not closed_form:
             step += 1
             tick = time.perf_counter()
             batch = next(stream).to(device)
@@ -207,12 +231,11 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                 optimizer.zero_grad(set_to_none=True)
                 state = None
                 scheduler.step()
+                progress.update(bar, advance=1)
                 continue
             skipped_in_a_row = 0
             optimizer.step()
             scheduler.step()
-            train_time += time.perf_counter() - tick
-            steps_timed += 1
 
             smooth_loss = (
                 loss_value if math.isnan(smooth_loss) else 0.9 * smooth_loss + 0.1 * loss_value
@@ -221,23 +244,13 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                 writer.add_scalar("train/loss", loss_value, step)
                 writer.add_scalar("train/grad_norm", norm, step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-            progress.update(bar, advance=1, loss=smooth_loss, metric=f"{val_metric:.4g}")
+            progress.update(bar, advance=1, loss=smooth_loss)
+            train_time += time.perf_counter() - tick  # the whole step, logging included
+            steps_timed += 1
 
             if step % tc.eval_every == 0 or step == tc.max_steps:
-                val = log_evaluation(
-                    writer, run_dir, task, model, device, "val", step, tc.histograms
-                )
-                val_metric = val[task.metric]
-                if is_better(val_metric, best["value"], task.metric_mode):
-                    best = {"step": step, "metric": task.metric, "value": val_metric, "val": val}
-                payload = make_checkpoint(
-                    cfg, step, model, optimizer, scheduler, stream, task, best
-                )
-                checkpoint.save(payload, ckpt_dir / "last.pt")
-                if best["step"] == step:
-                    checkpoint.save(payload, ckpt_dir / "best.pt")
-                record.update(steps=step, best=best)
-                progress.update(bar, metric=f"{val_metric:.4g}")
+                best = evaluate_and_checkpoint(step, best)
+                progress.update(bar, metric=f"{best['val'][task.metric]:.4g}")
 
     final = log_evaluation(writer, run_dir, task, model, device, "test", step, False)
     writer.close()
@@ -281,7 +294,7 @@ def main(cfg: DictConfig) -> float | None:
         data = train(cfg, run_dir, record)
     except RnnexpError as err:
         record.update(status="failed", error=str(err))
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None  # the sweep goes on; this job's metrics.json says it failed
         sys.exit(1)

@@ -54,7 +54,9 @@ def test_determinism_and_fixed_held_out_sets() -> None:
     torch.testing.assert_close(draw(a, seed=3).inputs, draw(b, seed=3).inputs)
     torch.testing.assert_close(a.held_out("test")[0].inputs, b.held_out("test")[0].inputs)
     assert not torch.equal(a.held_out("val")[0].inputs, a.held_out("test")[0].inputs)
-    assert not torch.equal(a.held_out("test")[0].inputs, TimerTask(seed=8).held_out("test")[0].inputs)
+    assert not torch.equal(
+        a.held_out("test")[0].inputs, TimerTask(seed=8).held_out("test")[0].inputs
+    )
 
 
 def test_metrics_of_perfect_and_constant_predictors() -> None:
@@ -69,7 +71,7 @@ def test_metrics_of_perfect_and_constant_predictors() -> None:
 
 def test_seed_length_works_by_override() -> None:
     task = TimerTask(max_duration=1000)
-    assert task.seq_len == 10_000
+    assert task.seq_len == 5_000
     assert draw(task, n=1).targets.sum() > 0
 
 

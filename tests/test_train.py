@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY, compose_config
 from rnnexp import checkpoint
 from rnnexp.errors import RnnexpError
 from rnnexp.runinfo import RunRecord

@@ -25,7 +25,7 @@ class TimerTask(SyntheticTask):
 
     Args:
         max_duration: longest pulse in steps (the seed uses 1000).
-        seq_len: steps per sequence; ``None`` gives ``10 * max_duration``.
+        seq_len: steps per sequence; ``None`` gives ``5 * max_duration``.
         max_gap: largest distance between two starts; ``None`` gives ``3 * max_duration``.
             The smallest is ``max_duration + 1``.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
@@ -56,7 +56,7 @@ class TimerTask(SyntheticTask):
         if max_duration < 1:
             raise RnnexpError(f"task.max_duration must be >= 1, got {max_duration}")
         self.max_duration = max_duration
-        self.seq_len = seq_len if seq_len is not None else 10 * max_duration
+        self.seq_len = seq_len if seq_len is not None else 5 * max_duration
         self.min_gap = max_duration + 1
         self.max_gap = max_gap if max_gap is not None else 3 * max_duration
         if self.max_gap < self.min_gap:

@@ -1,0 +1,42 @@
+"""An installed wheel, run outside the checkout, finds its configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_runs_train_cfg_job_from_another_directory(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    (wheel,) = dist.glob("rnnexp-*.whl")
+    venv = tmp_path / "venv"
+    # --system-site-packages: reuse the installed torch & co. instead of downloading them.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", str(wheel)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        [str(venv / "bin" / "rnnexp"), "train", "cell=lstm", "--cfg", "job"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "name: lstm" in proc.stdout and "_target_: rnnexp.tasks.timer.TimerTask" in proc.stdout
+    where = subprocess.run(
+        [str(python), "-c", "import rnnexp.conf, rnnexp; print(rnnexp.conf.__file__)"],
+        cwd=elsewhere, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert str(venv) in where  # the configs came from the wheel, not from the checkout
