@@ -129,3 +129,17 @@ def test_version_help_and_ls() -> None:
     assert result.exit_code == 0 and "gru" in result.stdout and "Cho" in result.stdout
     result = runner.invoke(app, ["ls", "optim"], env={"COLUMNS": "200"})
     assert "rmsprop" in result.stdout and "char-rnn" in result.stdout
+
+
+def test_every_cell_trains_five_steps_from_the_cli(tmp_path: Path) -> None:
+    from rnnexp.cells import available
+
+    names = available()
+    run_cli("train", "-m", f"cell={','.join(names)}", *TINY, "train.max_steps=5",
+            "train.eval_every=5", cwd=tmp_path)  # fmt: skip
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    results = {read_metrics(d)["cell"]: read_metrics(d) for d in run_dirs(sweep)}
+    assert sorted(results) == names
+    for name, metrics in results.items():
+        assert metrics["status"] == "completed", name
+        assert metrics["steps"] == 5 and metrics["final"]["nrmse"] < 10, name

@@ -80,3 +80,15 @@ def test_bad_settings_are_one_line_errors() -> None:
         TimerTask(max_duration=20, seq_len=10)
     with pytest.raises(RnnexpError, match="max_duration"):
         TimerTask(max_duration=0)
+
+
+def test_u2_can_hold_between_starts() -> None:
+    task = TimerTask(max_duration=10, u2_changes="at_starts")
+    batch = draw(task, n=4)
+    for inputs in batch.inputs:
+        u1, u2 = inputs[:, 0], inputs[:, 1]
+        segment = u1.cumsum(0)  # which start each step belongs to
+        for k in segment.unique():
+            assert u2[segment == k].unique().numel() == 1
+    with pytest.raises(RnnexpError, match="u2_changes"):
+        TimerTask(u2_changes="sometimes")

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 SPLITS = ("train", "val", "test")
+HELD_OUT_SEED_BASE = 1_000_003
 
 
 @dataclass
@@ -142,14 +143,17 @@ class SyntheticTask(Task):
         return BatchStream(self.sample, batch_size, seed)
 
     def held_out(self, split: str) -> list[Batch]:
-        """The fixed ``val`` or ``test`` set, in chunks of ``eval_batch_size`` (cached)."""
+        """The fixed ``train``/``val``/``test`` set, in chunks of ``eval_batch_size`` (cached)."""
         check_split(split)
-        if split == "train":
-            split = "val"  # synthetic tasks have no finite training set to score
         if split not in self._held_out:
-            # Distinct, fixed streams per split: offsets keep them apart from each other.
-            generator = torch.Generator().manual_seed(self.seed + {"val": 1, "test": 2}[split])
-            remaining, chunks = self.num_examples[split], []
+            # Distinct, fixed streams per split. "train" is a fixed sample of the training
+            # distribution (the training stream itself is endless), as large as val.
+            # Held-out seeds live far from typical train.seed values (0, 1, 2, ...), so a
+            # training stream never replays a held-out set.
+            offset = {"train": 0, "val": 1, "test": 2}[split]
+            generator = torch.Generator().manual_seed(HELD_OUT_SEED_BASE + 3 * self.seed + offset)
+            size = self.num_examples["val" if split == "train" else split]
+            remaining, chunks = size, []
             while remaining > 0:
                 size = min(self.eval_batch_size, remaining)
                 chunks.append(self.sample(size, generator))

@@ -1,7 +1,8 @@
 """Jaeger's timer (seed 002; Jaeger 2002, tutorial on training recurrent networks).
 
 Two inputs per step: ``u1`` spikes to 1 at the step where the timer starts, ``u2`` is a
-duration setting in [0.1, 1.0] drawn afresh at every step; the value at the start step
+duration setting in [0.1, 1.0], drawn afresh at every step (or, with
+``u2_changes=at_starts``, held from one start to the next); the value at the start step
 counts. The target is 0.5 for ``round(max_duration * u2)`` steps beginning at the start
 step and 0 elsewhere. Starts fall at random, separated by more than ``max_duration``
 steps, so pulses never overlap. See ``tasks/timer/README.md``.
@@ -30,6 +31,8 @@ class TimerTask(SyntheticTask):
             The smallest is ``max_duration + 1``.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
         num_plot: test sequences drawn in the target-vs-prediction figure.
+        u2_changes: ``every_step`` draws ``u2`` afresh at every step, so the net must latch
+            the value at the start; ``at_starts`` holds it from one start to the next.
     """
 
     name = "timer"
@@ -50,6 +53,7 @@ class TimerTask(SyntheticTask):
         num_test: int = 1000,
         eval_batch_size: int = 256,
         num_plot: int = 3,
+        u2_changes: str = "every_step",
         name: str = "timer",
     ) -> None:
         super().__init__(seed, num_val, num_test, eval_batch_size)
@@ -69,10 +73,15 @@ class TimerTask(SyntheticTask):
                 "so that a whole pulse fits; raise task.seq_len or leave it null"
             )
         self.num_plot = num_plot
+        if u2_changes not in ("every_step", "at_starts"):
+            raise RnnexpError(
+                f"task.u2_changes={u2_changes!r}; choose every_step (the value at the start "
+                "must be latched) or at_starts (u2 holds its value from one start to the next)"
+            )
+        self.u2_changes = u2_changes
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         n, steps, longest = batch_size, self.seq_len, self.max_duration
-        u2 = 0.1 + 0.9 * torch.rand(n, steps, generator=generator)
         # Start times: a first start in [0, longest), then gaps in [min_gap, max_gap].
         most_starts = steps // self.min_gap + 1
         gaps = torch.randint(self.min_gap, self.max_gap + 1, (n, most_starts), generator=generator)
@@ -80,13 +89,18 @@ class TimerTask(SyntheticTask):
         starts = first + gaps.cumsum(1) - gaps[:, :1]  # (n, most_starts), increasing
         valid = starts < steps
         starts = starts.clamp(max=steps - 1)  # invalid ones are masked below
+        u1 = torch.zeros(n, steps).scatter_add_(1, starts, valid.float())  # adds 0 for invalid
+        if self.u2_changes == "every_step":
+            u2 = 0.1 + 0.9 * torch.rand(n, steps, generator=generator)
+        else:  # "at_starts": one value from each start until the next
+            values = 0.1 + 0.9 * torch.rand(n, most_starts + 1, generator=generator)
+            u2 = values.gather(1, u1.cumsum(1).long())  # starts seen so far picks the value
         durations = (longest * u2.gather(1, starts)).round().long().clamp(min=1)
         # Pulses as +1 at the start and -1 at the end of an accumulator: (n, steps + 1).
         edges = torch.zeros(n, steps + 1)
         edges.scatter_add_(1, starts, valid.float())
         edges.scatter_add_(1, (starts + durations).clamp(max=steps), -valid.float())
         target = ON_VALUE * (edges.cumsum(1)[:, :steps] > 0.5).float()
-        u1 = torch.zeros(n, steps).scatter_add_(1, starts, valid.float())  # adds 0 for invalid
         inputs = torch.stack([u1, u2], dim=-1)  # (n, steps, 2)
         return Batch(inputs=inputs, targets=target.unsqueeze(-1))
 
