@@ -50,3 +50,15 @@ def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
             raise cause from None
         detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
         raise RnnexpError(f"cannot build {what} from its config: {detail}") from None
+
+
+def build_with(node: DictConfig, what: str, *args: Any) -> Any:
+    """Build a ``_partial_`` config node and call it with ``args`` (an optimizer with the
+    parameters, a schedule with the optimizer); bad keys or values give one line."""
+    factory = build(node, what)
+    if not callable(factory):
+        return factory
+    try:
+        return factory(*args)
+    except (TypeError, ValueError) as err:
+        raise RnnexpError(f"cannot build {what} from its config: {err}") from None

@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rnnexp import __version__, checkpoint, plots
 from rnnexp.cells import count_parameters
-from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build
+from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build, build_with
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
 from rnnexp.ridge import RidgeReadout
@@ -118,10 +118,10 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     task: Task = build(cfg.task, "task")
     model = build_model(cfg, task).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = build(cfg.optim, "optim")
+    optim = build_with(cfg.optim, "optim", params)
     closed_form = isinstance(optim, RidgeReadout)  # optim=ridge: no gradient steps
-    optimizer = torch.optim.SGD(params, lr=0.0) if closed_form else optim(params)
-    scheduler = build(cfg.sched, "sched")(optimizer)
+    optimizer = torch.optim.SGD(params, lr=0.0) if closed_form else optim
+    scheduler = build_with(cfg.sched, "sched", optimizer)
     clip = build(cfg.clip, "clip")
     stream = task.train_stream(tc.batch_size, tc.seed)
     # best: the evaluation with the best value of the task's metric on the val split

@@ -1,0 +1,47 @@
+"""Every option of every config group composes and builds its object."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+
+from rnnexp.config import GROUPS, build, build_with, choices
+from rnnexp.errors import RnnexpError
+from rnnexp.model import build_model
+
+OPTIONS = [(group, option) for group in GROUPS for option in choices(group)]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_builds(group: str, option: str) -> None:
+    cfg = compose_config(*TINY, f"{group}={option}")
+    task = build(cfg.task, "task")
+    model = build_model(cfg, task)
+    output, _ = model(next(task.train_stream(2, seed=0)).inputs)
+    assert output.shape[-1] == task.output_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_with(cfg.optim, "optim", params)
+    if isinstance(optimizer, torch.optim.Optimizer):  # optim=ridge is not one
+        build_with(cfg.sched, "sched", optimizer)
+    build(cfg.clip, "clip")
+
+
+def test_every_group_has_options_with_descriptions() -> None:
+    for group in ("cell", "task", "optim", "sched", "clip"):
+        assert choices(group), group
+        assert all(choices(group).values()), f"{group}: a yaml lacks its first-line comment"
+    with pytest.raises(RnnexpError, match="unknown config group"):
+        choices("nope")
+
+
+def test_build_turns_config_errors_into_one_line() -> None:
+    cfg = compose_config(*TINY, "task.max_duration=0")
+    with pytest.raises(RnnexpError, match="max_duration"):
+        build(cfg.task, "task")
+    cfg = compose_config(*TINY, "+optim.colour=red")
+    with pytest.raises(RnnexpError, match="cannot build optim"):
+        build_with(cfg.optim, "optim", [torch.zeros(1, requires_grad=True)])
+    cfg = compose_config(*TINY, "optim.lr=-1")
+    with pytest.raises(RnnexpError, match="Invalid learning rate"):
+        build_with(cfg.optim, "optim", [torch.zeros(1, requires_grad=True)])
