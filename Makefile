@@ -27,8 +27,9 @@ format: ## Apply ruff fixes and formatting
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-bench: ## Benchmarks (bench/*.py); results as ratios measured in one run
+bench: ## Benchmarks: runner overhead and cell speed (quick); figures in bench/README.md
 	$(PYTHON) bench/overhead.py
+	$(PYTHON) bench/cells.py --quick
 
 tb: ## TensorBoard on outputs/
 	$(PYTHON) -m tensorboard.main --logdir outputs
