@@ -55,7 +55,12 @@ def train(ctx: typer.Context) -> None:
     from rnnexp.train import main as hydra_main
 
     sys.argv = ["rnnexp train", *ctx.args]
-    hydra_main()
+    try:
+        hydra_main()
+    except ValueError as err:  # Hydra's own check of its flags, e.g. `-m` with `--cfg`
+        if "can be specified" not in str(err):
+            raise
+        raise RnnexpError(f"{err} (e.g. drop -m to print the config with --cfg)") from None
 
 
 @app.command()

@@ -25,15 +25,19 @@ def config_dir() -> Path:
 
 
 def choices(group: str) -> dict[str, str]:
-    """``{option name: one-line description}`` for a config group, from each yaml's first
-    comment line."""
+    """``{option name: one-line description}`` for a config group, from the first comment
+    line of each yaml."""
     if group not in GROUPS:
         raise RnnexpError(f"unknown config group {group!r}; choose one of: {', '.join(GROUPS)}")
     found = {}
     for path in sorted((config_dir() / group).glob("*.yaml")):
-        first = path.read_text(encoding="utf-8").splitlines()[:1]
-        describe = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        found[path.stem] = describe
+        comments = []  # the header comments, less Hydra's `# @package` directive
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            if not line.startswith("# @package"):
+                comments.append(line.lstrip("# ").strip())
+        found[path.stem] = comments[0] if comments else ""
     return found
 
 

@@ -16,12 +16,31 @@ from rnnexp.cells.common import InitialState, apply_init, check_init
 State = Tensor | tuple[Tensor, Tensor]
 
 
+class FusedCell(InitialState):
+    """What elman, lstm and gru add to their torch module: the common options (``init``,
+    ``init_scale``, ``learn_h0``) and ``forward(x, state=None)``, which starts from the
+    learned initial state when there is one."""
+
+    n_states = 1  # h (2 for LSTMs: h and c)
+
+    def _setup(self, init: str, init_scale: float | None, learn_h0: bool) -> None:
+        self.init = check_init(init)
+        apply_init(self, init, init_scale, self.hidden_size)
+        directions = 2 if self.bidirectional else 1
+        self._init_state(learn_h0, self.n_states, (self.num_layers * directions, self.hidden_size))
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        if state is None:
+            state = self.default_state(x.shape[0], x)
+        return super().forward(x, state)
+
+
 @register(
     "elman",
     summary="h_t = φ(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), φ = tanh | relu",
     source="Elman 1990, Finding structure in time; torch.nn.RNN",
 )
-class Elman(InitialState, nn.RNN):
+class Elman(FusedCell, nn.RNN):
     r"""Elman ("simple") recurrent network.
 
     .. math::
@@ -71,14 +90,7 @@ class Elman(InitialState, nn.RNN):
             dropout=dropout if num_layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        self.init = check_init(init)
-        apply_init(self, init, init_scale, hidden_size)
-        self._init_state(learn_h0, 1, (num_layers * (2 if bidirectional else 1), hidden_size))
-
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if state is None:
-            state = self.default_state(x.shape[0], x)
-        return super().forward(x, state)
+        self._setup(init, init_scale, learn_h0)
 
 
 @register(
@@ -86,7 +98,7 @@ class Elman(InitialState, nn.RNN):
     summary="c_t = f⊙c_{t-1} + i⊙tanh(W_z x + R_z h), h_t = o⊙tanh(c_t)",
     source="Hochreiter & Schmidhuber 1997; Gers et al. 2000; torch.nn.LSTM",
 )
-class Lstm(InitialState, nn.LSTM):
+class Lstm(FusedCell, nn.LSTM):
     r"""Long short-term memory with a forget gate, torch's gate order ``(i, f, g, o)``.
 
     .. math::
@@ -113,6 +125,8 @@ class Lstm(InitialState, nn.LSTM):
     1997; forget gate: F. Gers, J. Schmidhuber & F. Cummins, 2000.
     """
 
+    n_states = 2
+
     def __init__(
         self,
         input_size: int,
@@ -133,9 +147,7 @@ class Lstm(InitialState, nn.LSTM):
             dropout=dropout if num_layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        self.init = check_init(init)
-        apply_init(self, init, init_scale, hidden_size)
-        self._init_state(learn_h0, 2, (num_layers * (2 if bidirectional else 1), hidden_size))
+        self._setup(init, init_scale, learn_h0)
         self.forget_bias = forget_bias
         if forget_bias is not None:
             with torch.no_grad():
@@ -144,15 +156,8 @@ class Lstm(InitialState, nn.LSTM):
                         forget = param[hidden_size : 2 * hidden_size]
                         forget.fill_(forget_bias if name.startswith("bias_ih") else 0.0)
 
-    def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        if state is None:
-            state = self.default_state(x.shape[0], x)
-        return super().forward(x, state)
 
-
-class Gru(InitialState, nn.GRU):
+class Gru(FusedCell, nn.GRU):
     r"""Gated recurrent unit, torch's form (reset gate applied after the matmul).
 
     .. math::
@@ -192,14 +197,7 @@ class Gru(InitialState, nn.GRU):
             dropout=dropout if num_layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        self.init = check_init(init)
-        apply_init(self, init, init_scale, hidden_size)
-        self._init_state(learn_h0, 1, (num_layers * (2 if bidirectional else 1), hidden_size))
-
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if state is None:
-            state = self.default_state(x.shape[0], x)
-        return super().forward(x, state)
+        self._setup(init, init_scale, learn_h0)
 
 
 @register(
