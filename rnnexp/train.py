@@ -268,9 +268,12 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     return record.data
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
-def main(cfg: DictConfig) -> float | None:
-    """Hydra task function (module level, so joblib/submitit launchers can pickle it).
+def run(cfg: DictConfig) -> float | None:
+    """Hydra's task function: one run (or one job of a sweep) in its own folder.
+
+    It is a plain module-level function, and :data:`main` wraps it with ``hydra.main``:
+    launchers that run jobs in other processes (joblib, submitit) pickle the task
+    function by reference, which needs the name ``rnnexp.train.run`` to resolve to it.
 
     Returns the best validation value of the task's metric, for sweepers like Optuna.
     """
@@ -305,3 +308,7 @@ def main(cfg: DictConfig) -> float | None:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     return data["best"]["value"]
+
+
+# `rnnexp train` calls this: Hydra parses sys.argv (overrides, -m, --cfg, ...) and calls run.
+main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(run)

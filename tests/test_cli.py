@@ -143,3 +143,11 @@ def test_every_cell_trains_five_steps_from_the_cli(tmp_path: Path) -> None:
     for name, metrics in results.items():
         assert metrics["status"] == "completed", name
         assert metrics["steps"] == 5 and metrics["final"]["nrmse"] < 10, name
+
+
+def test_joblib_launcher_runs_jobs_in_other_processes(tmp_path: Path) -> None:
+    run_cli("train", "-m", "cell=elman,gru", *TINY, "train.max_steps=3", "train.num_threads=1",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)  # fmt: skip
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert sorted(read_metrics(d)["cell"] for d in run_dirs(sweep)) == ["elman", "gru"]
+    assert all(read_metrics(d)["status"] == "completed" for d in run_dirs(sweep))
