@@ -109,6 +109,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     """Train the configured model in ``run_dir``; returns the final ``metrics.json`` data."""
     started = time.perf_counter()
     tc = cfg.train
+    if tc.on_nan not in ("stop", "skip"):
+        raise RnnexpError(f"train.on_nan={tc.on_nan!r}; choose stop or skip")
     device = resolve_device(tc.device)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
