@@ -11,6 +11,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rnnexp.errors import RnnexpError
+
 SPLITS = ("train", "val", "test")
 HELD_OUT_SEED_BASE = 1_000_003
 
@@ -110,8 +112,7 @@ class Task(ABC):
 
 
 def check_split(split: str) -> str:
-    from rnnexp.errors import RnnexpError
-
+    """``split`` if it names one, else a one-line error listing the splits."""
     if split not in SPLITS:
         raise RnnexpError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     return split
