@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
@@ -18,13 +17,14 @@ from omegaconf import DictConfig
 torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
 
-# A timer run that takes about a second: short sequences, few units, small held-out sets.
-TINY = [
-    "task.max_duration=5",
-    "task.seq_len=30",
+# Tiny settings per task (a run of about a second), and for the model and the loop.
+TINY_TASK = {
+    "timer": ["task.max_duration=5", "task.seq_len=30", "task.num_plot=2"],
+    "latch": ["task.lag=5", "task.eval_batch_size=16"],
+}
+TINY_TRAIN = [
     "task.num_val=16",
     "task.num_test=16",
-    "task.num_plot=2",
     "model.hidden_size=8",
     "train.batch_size=4",
     "train.max_steps=20",
@@ -33,6 +33,12 @@ TINY = [
     "train.progress=false",
     "train.device=cpu",
 ]
+TINY = TINY_TASK["timer"] + TINY_TRAIN  # the default task, timer
+
+
+def tiny(task: str) -> list[str]:
+    """Overrides for a one-second run of ``task``."""
+    return [f"task={task}", *TINY_TASK[task], *TINY_TRAIN]
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -66,8 +72,3 @@ def run_dirs(root: Path) -> list[Path]:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-@pytest.fixture
-def tiny() -> list[str]:
-    return list(TINY)

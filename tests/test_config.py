@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import TINY, TINY_TASK, compose_config, tiny
 
 from rnnexp.config import GROUPS, build, build_with, choices
 from rnnexp.errors import RnnexpError
@@ -15,7 +15,8 @@ OPTIONS = [(group, option) for group in GROUPS for option in choices(group)]
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_builds(group: str, option: str) -> None:
-    cfg = compose_config(*TINY, f"{group}={option}")
+    overrides = tiny(option) if group == "task" else [*TINY, f"{group}={option}"]
+    cfg = compose_config(*overrides)
     task = build(cfg.task, "task")
     model = build_model(cfg, task)
     output, _ = model(next(task.train_stream(2, seed=0)).inputs)
@@ -25,6 +26,10 @@ def test_option_composes_and_builds(group: str, option: str) -> None:
     if isinstance(optimizer, torch.optim.Optimizer):  # optim=ridge is not one
         build_with(cfg.sched, "sched", optimizer)
     build(cfg.clip, "clip")
+
+
+def test_every_task_has_tiny_test_settings() -> None:
+    assert set(choices("task")) == set(TINY_TASK)
 
 
 def test_every_group_has_options_with_descriptions() -> None:

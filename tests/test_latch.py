@@ -52,3 +52,16 @@ def test_success_criterion_on_perfect_and_constant_predictors() -> None:
 def test_bad_settings() -> None:
     with pytest.raises(RnnexpError, match="info_steps"):
         LatchTask(info_steps=0)
+
+
+def test_trains_end_to_end_and_reports_solved(tmp_path) -> None:
+    from conftest import compose_config, tiny
+
+    from rnnexp.runinfo import RunRecord
+    from rnnexp.train import train
+
+    cfg = compose_config(*tiny("latch"), "cell=lstm")
+    metrics = train(cfg, tmp_path, RunRecord(tmp_path))
+    assert metrics["status"] == "completed"
+    assert set(metrics["final"]) == {"loss", "error_rate", "accuracy", "solved"}
+    assert metrics["best"]["metric"] == "error_rate"
