@@ -117,6 +117,29 @@ def ls(
         console.print(table)
 
 
+@app.command()
+def report(
+    sweep: Path = typer.Argument(..., help="A sweep folder: outputs/multirun/<timestamp>."),
+    rows: list[str] = typer.Option(
+        None, "--rows", help="Pivot: a swept key down the rows, e.g. cell (repeatable)."
+    ),
+    cols: list[str] = typer.Option(
+        None, "--cols", help="Pivot: a swept key across the columns, e.g. task.lag (repeatable)."
+    ),
+    value: str = typer.Option(
+        None,
+        "--value",
+        help="Pivot value: a metric of `final` (e.g. nrmse) or solved; "
+        "default solved, else the task's metric.",
+    ),
+) -> None:
+    """Summarize a sweep: mean ± std over seeds per combination of the swept keys, the
+    solved count, failed/unfinished/missing jobs; writes report.csv and report.md there."""
+    from rnnexp.report import run
+
+    run(sweep, rows or [], cols or [], value, console)
+
+
 def _cells_table(input_size: int, hidden_size: int) -> Table:
     from rnnexp import cells
     from rnnexp.config import choices
