@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,17 +62,60 @@ class SequenceModel(nn.Module):
     def forward(
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, Any]:
-        features, state = self.features(inputs, state, lengths)
-        return self.head(self.dropout(features)), state
+        hidden, state = self.recur(inputs, state)
+        return self.readout(hidden, lengths), state
+
+    def recur(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """Encoder and recurrent layers: the top layer's hidden states ``(B, T, D*H)``.
+
+        The training loop calls this and :meth:`readout` separately, so that regularizers
+        and diagnostics can reach the hidden states ``h_t``.
+        """
+        return self.rnn(self.encoder(inputs), state)
+
+    def recur_steps(
+        self, inputs: Tensor, state: Any = None, grad_hook: Callable | None = None
+    ) -> tuple[Tensor, Any, list[Tensor]]:
+        """As :meth:`recur`, one step at a time, also returning the top layer's ``h_t``.
+
+        Each ``h_t`` ``(B, H)`` is the very tensor that feeds both the head and step
+        ``t + 1``, so ``torch.autograd.grad(loss, steps)`` gives the total derivatives
+        ``∂L/∂h_t`` through time, which a fused multi-step kernel hides. ``grad_hook``
+        is registered on every ``h_t`` (e.g. to clamp the backpropagated gradient,
+        Mikolov 2012). Slower than :meth:`recur`: use it only where ``h_t`` is needed.
+        """
+        if self.bidirectional:
+            raise RnnexpError(
+                "step-by-step hidden states (regularizer=pascanu, clip=hidden, diagnostics) "
+                "need a one-direction net: set model.bidirectional=false"
+            )
+        steps = []
+        for x_t in self.encoder(inputs).unbind(1):  # x_t: (B, I)
+            _, state = self.rnn(x_t.unsqueeze(1), state)
+            layers = state[0] if isinstance(state, tuple) else state  # h_n: (L, B, H)
+            h_t = layers[-1]
+            if grad_hook is not None and h_t.requires_grad:
+                h_t.register_hook(grad_hook)
+            # Rebuild the state from h_t so that step t + 1 reads this very tensor.
+            layers = torch.cat([layers[:-1], h_t.unsqueeze(0)], dim=0)
+            state = (layers, *state[1:]) if isinstance(state, tuple) else layers
+            steps.append(h_t)
+        return torch.stack(steps, dim=1), state, steps
+
+    def readout(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The head on the hidden states: ``(B, T, O)`` or ``(B, O)`` (``last_step``)."""
+        return self.head(self.dropout(self.select(hidden, lengths)))
 
     def features(
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, Any]:
         """What the head reads: ``(B, T, D*H)`` (every_step) or ``(B, D*H)`` (last_step)."""
-        outputs, state = self.rnn(self.encoder(inputs), state)  # (B, T, D*H)
-        if self.head_mode == "last_step":
-            outputs = self._last_step(outputs, lengths)  # (B, D*H)
-        return outputs, state
+        hidden, state = self.recur(inputs, state)
+        return self.select(hidden, lengths), state
+
+    def select(self, hidden: Tensor, lengths: Tensor | None) -> Tensor:
+        """All steps, or each sequence's last valid step for a ``last_step`` head."""
+        return self._last_step(hidden, lengths) if self.head_mode == "last_step" else hidden
 
     def _last_step(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
         batch, steps, width = outputs.shape

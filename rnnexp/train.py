@@ -24,11 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from rnnexp import __version__, checkpoint, plots
+from rnnexp import __version__, checkpoint, diagnostics, plots
 from rnnexp.cells import count_parameters
 from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build, build_with
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
+from rnnexp.regularizers import PascanuOmega
 from rnnexp.ridge import RidgeReadout
 from rnnexp.runinfo import RunRecord, git_commit, resolve_device
 from rnnexp.tasks.base import Task
@@ -125,6 +126,9 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     optimizer = torch.optim.SGD(params, lr=0.0) if closed_form else optim
     scheduler = build_with(cfg.sched, "sched", optimizer)
     clip = build(cfg.clip, "clip")
+    regularizer = build(cfg.regularizer, "regularizer")
+    diagnose_flow = task.diagnostics if tc.diagnostics is None else tc.diagnostics
+    step_by_step = regularizer.needs_steps or clip.grad_hook is not None
     stream = task.train_stream(tc.batch_size, tc.seed)
     # best: the evaluation with the best value of the task's metric on the val split
     step, best = 0, {"step": None, "metric": task.metric, "value": None, "val": None}
@@ -165,6 +169,13 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     def evaluate_and_checkpoint(step: int, best: dict[str, Any]) -> dict[str, Any]:
         """Score val, log pictures, write last.pt (and best.pt when val improved)."""
         val = log_evaluation(writer, run_dir, task, model, device, "val", step, tc.histograms)
+        if diagnose_flow and (batch := task.diagnostics_batch()) is not None:
+            title = f"{cfg.cell.name} on {task.name}, step {step}"
+            stats, fig = diagnostics.diagnose(model, task, batch, device, title)
+            for key, value in stats.items():
+                writer.add_scalar(f"diagnostics/{key}", value, step)
+            plots.save_png(fig, run_dir / "plots" / "gradient_flow.png")
+            writer.add_figure("gradient_flow", fig, step)
         if is_better(val[task.metric], best["value"], task.metric_mode):
             best = {"step": step, "metric": task.metric, "value": val[task.metric], "val": val}
         payload = make_checkpoint(cfg, step, model, optimizer, scheduler, stream, task, best)
@@ -206,14 +217,18 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             batch = next(stream).to(device)
             if batch.reset_state:
                 state = None
-            output, state = model(batch.inputs, state, batch.lengths)
+            if step_by_step:  # h_t as graph nodes: Ω, hidden-gradient clipping
+                hidden, state, steps = model.recur_steps(batch.inputs, state, clip.grad_hook)
+            else:  # fused kernels
+                (hidden, state), steps = model.recur(batch.inputs, state), None  # (B, T, D*H)
             state = detach_state(state)
-            loss = task.loss(output, batch)
+            loss = task.loss(model.readout(hidden, batch.lengths), batch)
             loss_value = loss.item()
             norm = math.nan
             if math.isfinite(loss_value):
+                penalty = regularizer(loss, steps, model, step)  # e.g. Pascanu's alpha * Ω
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if penalty is None else loss + penalty).backward()
                 norm = clip(params).item()  # global gradient norm before clipping
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"
@@ -246,6 +261,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                 writer.add_scalar("train/loss", loss_value, step)
                 writer.add_scalar("train/grad_norm", norm, step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                if isinstance(regularizer, PascanuOmega):
+                    writer.add_scalar("train/omega", regularizer.last_value, step)
             progress.update(bar, advance=1, loss=smooth_loss)
             train_time += time.perf_counter() - tick  # the whole step, logging included
             steps_timed += 1

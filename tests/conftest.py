@@ -21,6 +21,11 @@ os.environ["OMP_NUM_THREADS"] = "1"
 TINY_TASK = {
     "timer": ["task.max_duration=5", "task.seq_len=30", "task.num_plot=2"],
     "latch": ["task.lag=5", "task.eval_batch_size=16"],
+    "adding": ["task.length=20", "task.eval_batch_size=8"],
+    "multiplication": ["task.length=20", "task.eval_batch_size=8"],
+    "temporal_order": ["task.length=20", "task.eval_batch_size=8"],
+    "permutation": ["task.length=20", "task.num_symbols=10", "task.eval_batch_size=8"],
+    "memorization": ["task.length=10", "task.n_pos=3", "task.eval_batch_size=8"],
 }
 TINY_TRAIN = [
     "task.num_val=16",

@@ -85,6 +85,7 @@ class Task(ABC):
     head: Literal["every_step", "last_step"] = "every_step"
     metric: str
     metric_mode: Literal["min", "max"] = "min"
+    diagnostics: bool = False  # gradient-flow diagnostics by default (train.diagnostics=null)
 
     @abstractmethod
     def train_stream(self, batch_size: int, seed: int) -> BatchStream:
@@ -101,6 +102,10 @@ class Task(ABC):
     def figures(self, model: nn.Module, device: torch.device) -> dict[str, Figure]:
         """Pictures logged at each evaluation (TensorBoard and ``plots/<name>.png``)."""
         return {}
+
+    def diagnostics_batch(self) -> Batch | None:
+        """A fixed batch for the gradient-flow diagnostics; ``None``: no diagnostics."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data the task needs to rebuild a trained model (e.g. a vocabulary)."""
@@ -161,6 +166,9 @@ class SyntheticTask(Task):
                 remaining -= size
             self._held_out[split] = chunks
         return self._held_out[split]
+
+    def diagnostics_batch(self) -> Batch:
+        return self.held_out("val")[0]
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str, device: torch.device) -> list[Tensor]:

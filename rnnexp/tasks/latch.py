@@ -39,6 +39,7 @@ class LatchTask(SyntheticTask):
     head = "last_step"
     metric = "error_rate"
     metric_mode = "min"
+    diagnostics = True
 
     def __init__(
         self,

@@ -1,0 +1,84 @@
+"""Noiseless memorization (Martens & Sutskever 2011's form of Hochreiter & Schmidhuber
+1997's long-lag problems), as used by Pascanu, Mikolov & Bengio 2013 (code:
+pascanur/trainingRNNs).
+
+A pattern of ``n_pos`` symbols, each one of ``n_values``, is shown first; ``l`` blank
+steps follow; then a "go" cue at step ``l + n_pos``; then ``n_pos`` more blank inputs,
+during which the net must output the pattern in order. Before that its target is the
+blank class. Inputs are one-hot over ``n_values + 2`` symbols (values, blank, go);
+outputs classify every step over ``n_values + 1`` classes (values, blank). A sequence is
+wrong if any of its ``n_pos`` pattern steps is. 5-bit: 2 values x 5 positions (the
+default); ">20-bit": 5 values x 10 positions. See ``tasks/memorization/README.md``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from rnnexp.errors import RnnexpError
+from rnnexp.tasks.base import Batch
+from rnnexp.tasks.pascanu import SOLVED_ERROR_RATE, PascanuTask, classification_score
+
+
+class MemorizationTask(PascanuTask):
+    """Sequence-to-sequence classification: inputs ``(B, 2 n_pos + l + 1, n_values + 2)``,
+    targets ``(B, 2 n_pos + l + 1)`` class ids (``n_values`` is the blank class).
+
+    Args:
+        length: ``T``, the blanks between pattern and cue; each batch's ``l`` is drawn
+            from ``[T, 1.1 T)``.
+        n_values: symbols a pattern position can take.
+        n_pos: positions in the pattern.
+        solved_error_rate: the run is solved when the test error rate is below it.
+        seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
+    """
+
+    name = "memorization"
+    head = "every_step"
+    min_length = 1
+
+    def __init__(
+        self,
+        length: int = 50,
+        n_values: int = 2,
+        n_pos: int = 5,
+        solved_error_rate: float = SOLVED_ERROR_RATE,
+        seed: int = 1234,
+        num_val: int = 256,
+        num_test: int = 1000,
+        eval_batch_size: int = 250,
+        name: str = "memorization",
+    ) -> None:
+        super().__init__(length, solved_error_rate, seed, num_val, num_test, eval_batch_size)
+        if n_values < 2 or n_pos < 1:
+            raise RnnexpError(f"task.n_values={n_values} must be >= 2 and task.n_pos={n_pos} >= 1")
+        self.n_values, self.n_pos = n_values, n_pos
+        self.blank, self.go = n_values, n_values + 1  # symbol ids after the values
+        self.input_size = n_values + 2
+        self.output_size = n_values + 1
+
+    def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
+        n_pos, total = self.n_pos, 2 * self.n_pos + steps + 1
+        pattern = torch.randint(0, self.n_values, (batch_size, n_pos), generator=generator)
+        symbols = torch.full((batch_size, total), self.blank)
+        symbols[:, :n_pos] = pattern
+        symbols[:, n_pos + steps] = self.go  # the cue at step l + n_pos
+        targets = torch.full((batch_size, total), self.blank)
+        targets[:, -n_pos:] = pattern  # the n_pos steps after the cue
+        return Batch(inputs=F.one_hot(symbols, self.input_size).float(), targets=targets)
+
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(output.transpose(1, 2), batch.targets)  # mean over all steps
+
+    def pattern_mask(self, targets: Tensor) -> Tensor:
+        """``(B, S)`` bool: the steps where the pattern must be output (the last n_pos)."""
+        mask = torch.zeros_like(targets, dtype=torch.bool)
+        mask[:, -self.n_pos :] = True
+        return mask
+
+    def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
+        targets = [b.targets for b in batches]
+        masks = [self.pattern_mask(t) for t in targets]
+        return classification_score(outputs, targets, masks, self.solved_error_rate)

@@ -1,0 +1,215 @@
+"""What the tasks of Pascanu, Mikolov & Bengio 2013 share (code: pascanur/trainingRNNs).
+
+"On the difficulty of training recurrent neural networks" (ICML 2013) trains on the
+pathological long-term-dependency problems of Hochreiter & Schmidhuber 1997 (adding,
+multiplication, temporal order, random permutation, noiseless memorization). Their
+common protocol, implemented once here:
+
+- the length ``l`` of each minibatch is drawn uniformly from the integers in
+  ``[T, 1.1 T)``, i.e. ``T <= l < ceil(1.1 T)`` (just ``T`` when ``T < 10``); all
+  sequences of one batch share it, so no padding and no ``lengths`` are needed. The
+  held-out sets are made of chunks of ``eval_batch_size`` sequences, each chunk with its
+  own length;
+- relevant events sit at a uniform position in a window ``[a l, b l)`` given as a
+  fraction of the sequence length (:func:`window_positions`);
+- a test sequence is wrong when its squared error exceeds 0.04 (real-valued targets) or
+  when an argmax differs from its target class (classification); a run is solved when
+  fewer than 1% of the test sequences are wrong (:func:`regression_score`,
+  :func:`classification_score`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from rnnexp.errors import RnnexpError
+from rnnexp.tasks.base import Batch, SyntheticTask
+
+SQUARED_ERROR_TOLERANCE = 0.04  # Pascanu 2013: a real-valued output is wrong above this
+SOLVED_ERROR_RATE = 0.01  # a run succeeds when fewer than 1% of test sequences are wrong
+
+
+def draw_length(length: int, generator: torch.Generator) -> int:
+    """One sequence length, uniform over the integers in ``[length, 1.1 length)``."""
+    high = max(length + 1, -(-11 * length // 10))  # ceil(1.1 length) in exact integers
+    return int(torch.randint(length, high, (1,), generator=generator).item())
+
+
+def window(steps: int, start: float, stop: float) -> tuple[int, int]:
+    """The integer steps ``p`` with ``start * steps <= p < stop * steps``, as ``(lo, hi)``.
+
+    Fractions are rounded to tenths and computed in integers (no float surprises); a
+    window with no integer in it (very short sequences) becomes the single step ``lo``.
+    """
+    lo = -(-round(10 * start) * steps // 10)  # ceil
+    hi = -(-round(10 * stop) * steps // 10)
+    return lo, max(hi, lo + 1)
+
+
+def window_positions(
+    batch_size: int, steps: int, start: float, stop: float, generator: torch.Generator
+) -> Tensor:
+    """``(batch_size,)`` positions, uniform over the steps of :func:`window`."""
+    lo, hi = window(steps, start, stop)
+    return torch.randint(lo, hi, (batch_size,), generator=generator)
+
+
+def solved_metrics(wrong: Tensor, loss: float, solved_error_rate: float) -> dict[str, float]:
+    """``loss``, ``error_rate``, ``accuracy``, ``solved`` from per-sequence ``wrong`` flags."""
+    error_rate = wrong.float().mean().item()
+    return {
+        "loss": loss,
+        "error_rate": error_rate,
+        "accuracy": 1.0 - error_rate,
+        "solved": float(error_rate < solved_error_rate),
+    }
+
+
+def regression_score(
+    outputs: list[Tensor],
+    targets: list[Tensor],
+    tolerance: float = SQUARED_ERROR_TOLERANCE,
+    solved_error_rate: float = SOLVED_ERROR_RATE,
+) -> dict[str, float]:
+    """Last-step regression: outputs and targets ``(B, O)`` per chunk.
+
+    A sequence is wrong when its squared error (summed over outputs) exceeds ``tolerance``.
+    """
+    prediction, target = torch.cat(outputs), torch.cat(targets)
+    squared_error = (prediction - target).pow(2).sum(-1)  # (N,)
+    return solved_metrics(squared_error > tolerance, squared_error.mean().item(), solved_error_rate)
+
+
+def classification_score(
+    outputs: list[Tensor],
+    targets: list[Tensor],
+    masks: list[Tensor] | None = None,
+    solved_error_rate: float = SOLVED_ERROR_RATE,
+) -> dict[str, float]:
+    """Classification, per chunk: logits ``(B, C)`` or ``(B, T, C)``, class ids ``(B)`` or
+    ``(B, T)``; chunks may differ in ``T``.
+
+    ``loss`` is the cross-entropy averaged over each sequence's steps, then over
+    sequences. A sequence is wrong when the argmax differs from the target at any step
+    where its ``mask`` (``(B, T)`` bool, default all steps) is true.
+    """
+    wrong, losses = [], []
+    for i, (logits, target) in enumerate(zip(outputs, targets, strict=True)):
+        if target.dim() == 1:  # one step per sequence
+            logits, target = logits.unsqueeze(1), target.unsqueeze(1)
+        mask = torch.ones_like(target, dtype=torch.bool) if masks is None else masks[i]
+        if mask.dim() == 1:
+            mask = mask.unsqueeze(1)
+        ce = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T)
+        losses.append(ce.mean(1))
+        wrong.append(((logits.argmax(-1) != target) & mask).any(1))
+    return solved_metrics(torch.cat(wrong), torch.cat(losses).mean().item(), solved_error_rate)
+
+
+class PascanuTask(SyntheticTask):
+    """A Pascanu-2013 task: a batch's length drawn from ``[length, 1.1 length)``.
+
+    Subclasses implement :meth:`sample_length` (a batch of one given length),
+    :meth:`loss` and :meth:`score`.
+
+    Args:
+        length: ``T``, the shortest sequence length.
+        solved_error_rate: the run is solved when the test error rate is below it.
+        seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
+    """
+
+    encoder = "linear"
+    metric = "error_rate"
+    metric_mode = "min"
+    diagnostics = True  # gradient flow is what these tasks are about
+    min_length = 2  # the shortest T a subclass accepts
+
+    def __init__(
+        self,
+        length: int,
+        solved_error_rate: float,
+        seed: int,
+        num_val: int,
+        num_test: int,
+        eval_batch_size: int,
+    ) -> None:
+        super().__init__(seed, num_val, num_test, eval_batch_size)
+        if length < self.min_length:
+            raise RnnexpError(f"task.length={length} must be >= {self.min_length}")
+        self.length = length
+        self.solved_error_rate = solved_error_rate
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        return self.sample_length(batch_size, draw_length(self.length, generator), generator)
+
+    def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` sequences of exactly ``steps`` steps."""
+        raise NotImplementedError
+
+
+class MarkedPairTask(PascanuTask):
+    """Adding / multiplication: two channels, value U[0, 1] and marker {0, 1}.
+
+    One marker falls in ``[0, 0.1 l)``, the other in ``[0.1 l, 0.5 l)``; the target, read
+    at the last step, is :meth:`combine` of the two marked values. Inputs ``(B, l, 2)``
+    (channel 0 value, channel 1 marker), targets ``(B, 1)``; MSE loss.
+
+    Args:
+        tolerance: largest squared error at the last step that counts as correct.
+    """
+
+    input_size = 2
+    output_size = 1
+    head = "last_step"
+
+    def __init__(
+        self,
+        length: int = 50,
+        tolerance: float = SQUARED_ERROR_TOLERANCE,
+        solved_error_rate: float = SOLVED_ERROR_RATE,
+        seed: int = 1234,
+        num_val: int = 256,
+        num_test: int = 1000,
+        eval_batch_size: int = 250,
+        name: str = "",  # the yaml's `name` key; the class attribute is the task's name
+    ) -> None:
+        super().__init__(length, solved_error_rate, seed, num_val, num_test, eval_batch_size)
+        self.tolerance = tolerance
+
+    @staticmethod
+    def combine(x1: Tensor, x2: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
+        values = torch.rand(batch_size, steps, generator=generator)
+        first = window_positions(batch_size, steps, 0.0, 0.1, generator)
+        second = window_positions(batch_size, steps, 0.1, 0.5, generator)
+        rows = torch.arange(batch_size)
+        markers = torch.zeros(batch_size, steps)
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        target = self.combine(values[rows, first], values[rows, second]).unsqueeze(1)
+        return Batch(inputs=torch.stack([values, markers], dim=-1), targets=target)
+
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        return F.mse_loss(output, batch.targets)
+
+    def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
+        targets = [b.targets for b in batches]
+        return regression_score(outputs, targets, self.tolerance, self.solved_error_rate)
+
+
+class LastStepClassificationTask(PascanuTask):
+    """One class id per sequence, read at the last step: targets ``(B,)`` long,
+    cross-entropy loss, wrong when the argmax differs."""
+
+    head = "last_step"
+
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(output, batch.targets)
+
+    def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
+        targets = [b.targets for b in batches]
+        return classification_score(outputs, targets, solved_error_rate=self.solved_error_rate)
