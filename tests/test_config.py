@@ -50,3 +50,14 @@ def test_build_turns_config_errors_into_one_line() -> None:
     cfg = compose_config(*TINY, "optim.lr=-1")
     with pytest.raises(RnnexpError, match="Invalid learning rate"):
         build_with(cfg.optim, "optim", [torch.zeros(1, requires_grad=True)])
+
+
+@pytest.mark.parametrize("experiment", sorted(choices("experiment")))
+def test_every_experiment_runs_a_smoke_version(experiment: str, tmp_path) -> None:
+    from rnnexp.runinfo import RunRecord
+    from rnnexp.train import train
+
+    cfg = compose_config(f"experiment={experiment}", "train.max_steps=3", "train.eval_every=3",
+                         "task.num_val=8", "task.num_test=8", "model.hidden_size=8",
+                         "train.progress=false", "train.device=cpu")  # fmt: skip
+    assert train(cfg, tmp_path, RunRecord(tmp_path))["status"] == "completed"
