@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rnnexp import plots
 from rnnexp.model import SequenceModel
-from rnnexp.tasks.base import Batch, Task
+from rnnexp.tasks.base import Batch, Task, eval_mode
 
 
 def error_flow(model: SequenceModel, task: Task, batch: Batch, device: torch.device) -> Tensor:
@@ -25,15 +25,13 @@ def error_flow(model: SequenceModel, task: Task, batch: Batch, device: torch.dev
     ``∂L/∂h_t`` is the total derivative through time, from a step-by-step run. (Cells
     whose update depends on the absolute step, such as ``clockwork``, restart their
     clock at every call, so their picture is only indicative.)"""
-    was_training = model.training
-    model.eval()  # no dropout: the picture should not be noisy
     batch = batch.to(device)
-    # cuDNN computes RNN gradients only in training mode; the native kernels do it always.
-    with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
+    # eval mode: no dropout, so the picture is not noisy. cuDNN computes RNN gradients only
+    # in training mode; the native kernels do it always.
+    with eval_mode(model), torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
         hidden, _, steps = model.recur_steps(batch.inputs)  # h_t as graph nodes
         loss = task.loss(model.readout(hidden, batch.lengths), batch)
         grads = torch.autograd.grad(loss, steps)  # total derivatives through time
-    model.train(was_training)
     return torch.stack([g.norm() for g in grads]).cpu()
 
 

@@ -14,7 +14,7 @@ import torch
 from rnnexp.cells.esn import ridge_readout
 from rnnexp.errors import RnnexpError
 from rnnexp.model import SequenceModel
-from rnnexp.tasks.base import BatchStream, Task
+from rnnexp.tasks.base import BatchStream, Task, eval_mode
 
 
 class RidgeReadout:
@@ -39,7 +39,17 @@ class RidgeReadout:
         device: torch.device,
     ) -> float:
         """Set ``model.head`` to the ridge solution; returns the training loss after the fit."""
-        model.eval()
+        with eval_mode(model):
+            return self._fit(model, task, stream, washout, device)
+
+    def _fit(
+        self,
+        model: SequenceModel,
+        task: Task,
+        stream: BatchStream,
+        washout: int,
+        device: torch.device,
+    ) -> float:
         states, targets, batches = [], [], []
         for _ in range(self.batches):
             batch = next(stream).to(device)
@@ -64,5 +74,4 @@ class RidgeReadout:
         model.head.weight.copy_(weight)
         model.head.bias.copy_(bias)
         losses = [task.loss(model(b.inputs, None, b.lengths)[0], b).item() for b in batches]
-        model.train()
         return sum(losses) / len(losses)

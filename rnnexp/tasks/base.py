@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -14,6 +15,19 @@ from torch import Tensor, nn
 from rnnexp.errors import RnnexpError
 
 SPLITS = ("train", "val", "test")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` inside the block (no dropout), the previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 HELD_OUT_SEED_BASE = 1_000_003
 
 
@@ -173,14 +187,12 @@ class SyntheticTask(Task):
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str, device: torch.device) -> list[Tensor]:
         """Model outputs (on the CPU) for each held-out chunk."""
-        was_training = model.training
-        model.eval()
         outputs = []
-        for batch in self.held_out(split):
-            batch = batch.to(device)
-            output, _ = model(batch.inputs, lengths=batch.lengths)
-            outputs.append(output.float().cpu())
-        model.train(was_training)
+        with eval_mode(model):
+            for batch in self.held_out(split):
+                batch = batch.to(device)
+                output, _ = model(batch.inputs, lengths=batch.lengths)
+                outputs.append(output.float().cpu())
         return outputs
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from rnnexp import plots
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch, SyntheticTask
+from rnnexp.tasks.base import Batch, SyntheticTask, eval_mode
 
 ON_VALUE = 0.5
 
@@ -122,11 +122,8 @@ class TimerTask(SyntheticTask):
         batch = self.held_out("test")[0]
         count = min(self.num_plot, batch.inputs.shape[0])
         shown = Batch(batch.inputs[:count], batch.targets[:count])
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             prediction, _ = model(shown.inputs.to(device))
-        model.train(was_training)
         fig, axes = plots.new_figure(rows=count)
         steps = torch.arange(self.seq_len)
         for i, ax in enumerate(axes):
