@@ -16,7 +16,7 @@ from rnnexp.errors import RnnexpError
 CONFIG_MODULE = "rnnexp.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
-GROUPS = ("cell", "task", "optim", "sched", "clip", "regularizer", "experiment")
+GROUPS = ("cell", "task", "optim", "sched", "clip", "regularizer", "memory", "experiment")
 
 
 def config_dir() -> Path:

@@ -65,6 +65,16 @@ def test_lstm_forget_bias() -> None:
     assert torch.all(cell.bias_ih_l0[4:8] == 1.0) and torch.all(cell.bias_hh_l0[4:8] == 0.0)
 
 
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_update_bias(reset_after: bool) -> None:
+    cell = cells.create("gru", 2, 4, num_layers=2, reset_after=reset_after, update_bias=3.0)
+    for layer in (0, 1):  # gate order r, z, n: rows 4:8 are the update gate
+        assert torch.all(getattr(cell, f"bias_ih_l{layer}")[4:8] == 3.0)
+        assert torch.all(getattr(cell, f"bias_hh_l{layer}")[4:8] == 0.0)
+    untouched = cells.create("gru", 2, 4, reset_after=reset_after)
+    assert not torch.all(untouched.bias_ih_l0[4:8] == 3.0)
+
+
 def test_elman_relu() -> None:
     cell = cells.create("elman", 2, 4, nonlinearity="relu")
     out, _ = cell(torch.randn(1, 5, 2))

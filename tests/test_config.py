@@ -29,6 +29,15 @@ def test_option_composes_and_builds(group: str, option: str) -> None:
     build(cfg.clip, "clip")
 
 
+def test_memory_long_sets_each_gated_cells_own_bias() -> None:
+    assert compose_config(*TINY, "cell=lstm", "memory=long").cell.forget_bias == 5.0
+    assert compose_config(*TINY, "cell=gru", "memory=long").cell.update_bias == 3.0
+    assert "update_bias" not in compose_config(*TINY, "cell=elman", "memory=long").cell
+    assert compose_config(*TINY, "cell=lstm").cell.forget_bias == 1.0  # memory=default
+    override = compose_config(*TINY, "cell=lstm", "memory=long", "cell.forget_bias=2")
+    assert override.cell.forget_bias == 2.0  # the command line still wins
+
+
 def test_every_task_has_tiny_test_settings() -> None:
     assert set(choices("task")) == set(TINY_TASK)
 

@@ -150,11 +150,22 @@ class Lstm(FusedCell, nn.LSTM):
         self._setup(init, init_scale, learn_h0)
         self.forget_bias = forget_bias
         if forget_bias is not None:
-            with torch.no_grad():
-                for name, param in self.named_parameters():
-                    if name.startswith("bias_"):  # gate order i, f, g, o
-                        forget = param[hidden_size : 2 * hidden_size]
-                        forget.fill_(forget_bias if name.startswith("bias_ih") else 0.0)
+            set_gate_bias(self, gate=1, value=forget_bias)  # gate order i, f, g, o
+
+
+def set_gate_bias(module: nn.Module, gate: int, value: float) -> None:
+    """Start one gate's bias at ``value``: ``b_ih`` of that gate = ``value``, ``b_hh`` = 0.
+
+    ``gate`` indexes torch's stacked gate order (LSTM ``i, f, g, o``; GRU ``r, z, n``), in
+    every layer and direction. Used for the LSTM forget-gate bias and the GRU update-gate
+    bias, which set how long the cell keeps its state at the start of training.
+    """
+    hidden = module.hidden_size
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.startswith("bias_"):
+                chunk = param[gate * hidden : (gate + 1) * hidden]
+                chunk.fill_(value if name.startswith("bias_ih") else 0.0)
 
 
 class Gru(FusedCell, nn.GRU):
@@ -171,6 +182,8 @@ class Gru(FusedCell, nn.GRU):
     Args:
         input_size, hidden_size, num_layers, bidirectional, dropout: as :class:`Elman`.
         learn_h0, init, init_scale: as :class:`Elman`.
+
+    The update-gate bias is set by :func:`gru` (``update_bias``).
 
     Shapes: as :class:`Elman`.
 
@@ -212,6 +225,7 @@ def gru(
     bidirectional: bool = False,
     dropout: float = 0.0,
     reset_after: bool = True,
+    update_bias: float | None = None,
     learn_h0: bool = False,
     init: str = "default",
     init_scale: float | None = None,
@@ -224,11 +238,22 @@ def gru(
         n_t = \tanh(W_{in} x_t + b_{in} + W_{hn} (r_t \odot h_{t-1}) + b_{hn})
 
     Both take the same parameters (torch's names and gate order ``r, z, n``), so state
-    dicts move between them. Other args: as :class:`Gru`.
+    dicts move between them.
+
+    ``update_bias``: initial value of ``b_iz`` (``b_hz`` starts at 0); ``None`` keeps the
+    init's bias. A large value (e.g. 3-5) starts every unit near ``u = 1``, copying its
+    state forward: the GRU counterpart of a large LSTM forget-gate bias, which long-lag
+    tasks such as ``task=latch`` at ``task.lag >= 100`` need (Tallec & Ollivier 2018,
+    "Can recurrent neural networks warp time?", give the rule ``b ~ log U(1, T_max - 1)``).
+    Other args: as :class:`Gru`.
     """
     options = dict(dropout=dropout, learn_h0=learn_h0, init=init, init_scale=init_scale)
     if reset_after:
-        return Gru(input_size, hidden_size, num_layers, bidirectional, **options)
-    from rnnexp.cells.gru_variants import GruResetBefore
+        cell: nn.Module = Gru(input_size, hidden_size, num_layers, bidirectional, **options)
+    else:
+        from rnnexp.cells.gru_variants import GruResetBefore
 
-    return GruResetBefore(input_size, hidden_size, num_layers, bidirectional, **options)
+        cell = GruResetBefore(input_size, hidden_size, num_layers, bidirectional, **options)
+    if update_bias is not None:
+        set_gate_bias(cell, gate=1, value=update_bias)  # gate order r, z, n
+    return cell
