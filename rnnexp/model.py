@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from rnnexp.cells.steps import join_state, split_state, step_layers
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Task
 
@@ -83,14 +84,42 @@ class SequenceModel(nn.Module):
         ``∂L/∂h_t`` through time, which a fused multi-step kernel hides. ``grad_hook``
         is registered on every ``h_t`` (e.g. to clamp the backpropagated gradient,
         Mikolov 2012). Slower than :meth:`recur`: use it only where ``h_t`` is needed.
+
+        Each layer runs as plain per-step tensor code on the cell's own weights
+        (:mod:`rnnexp.cells.steps`): the input projection of all steps in one matmul,
+        then one recurrent matmul per step. Cells without such a form are called one
+        step at a time.
         """
         if self.bidirectional:
             raise RnnexpError(
                 "step-by-step hidden states (regularizer=pascanu, clip=hidden, diagnostics) "
                 "need a one-direction net: set model.bidirectional=false"
             )
+        x = self.encoder(inputs)  # (B, T, I)
+        layers = step_layers(self.rnn)
+        if layers is None:
+            return self._recur_module_steps(x, state, grad_hook)
+        per_layer = split_state(self.rnn, state, x.shape[0], x)
+        for k, layer in enumerate(layers):
+            top = k == len(layers) - 1
+            if k and self.training and self.rnn.dropout:  # between stacked layers, as torch
+                x = F.dropout(x, self.rnn.dropout, training=True)
+            layer_state, steps = per_layer[k], []
+            for t, xw_t in enumerate(layer.project(x).unbind(1)):  # xw_t: (B, G)
+                h_t, layer_state = layer.step(xw_t, layer_state, t)  # h_t is in layer_state
+                if top and grad_hook is not None and h_t.requires_grad:
+                    h_t.register_hook(grad_hook)
+                steps.append(h_t)
+            per_layer[k] = layer_state
+            x = torch.stack(steps, dim=1)  # (B, T, H): the next layer's input
+        return x, join_state(per_layer), steps
+
+    def _recur_module_steps(
+        self, x: Tensor, state: Any, grad_hook: Callable | None
+    ) -> tuple[Tensor, Any, list[Tensor]]:
+        """:meth:`recur_steps` for cells without per-step functions: call the module."""
         steps = []
-        for x_t in self.encoder(inputs).unbind(1):  # x_t: (B, I)
+        for x_t in x.unbind(1):  # x_t: (B, I)
             _, state = self.rnn(x_t.unsqueeze(1), state)
             layers = state[0] if isinstance(state, tuple) else state  # h_n: (L, B, H)
             h_t = layers[-1]

@@ -53,6 +53,41 @@ def test_recur_steps_gives_total_derivatives_through_time() -> None:
     assert grads[0].abs().sum() > 0  # not just the direct path to the head
 
 
+def flat(state) -> list[torch.Tensor]:
+    return [state] if isinstance(state, torch.Tensor) else list(state)
+
+
+@pytest.mark.parametrize("learn_h0", [False, True])
+@pytest.mark.parametrize("name", cells.available())
+def test_recur_steps_equals_recur_for_every_cell(name: str, learn_h0: bool) -> None:
+    """The per-step path (rnnexp.cells.steps) gives the fused path's outputs, final state
+    and parameter gradients, 2 stacked layers, from the initial state and from a given one."""
+    torch.manual_seed(0)
+    rnn = cells.create(name, 3, 4, num_layers=2, learn_h0=learn_h0)
+    with torch.no_grad():  # a learned h0 starts at 0: move it so that it matters
+        for pname, param in rnn.named_parameters():
+            if pname in ("h0", "c0"):
+                param.normal_()
+    model = SequenceModel(nn.Identity(), rnn, nn.Linear(4, 1), "every_step", False, 0.0)
+    x = torch.randn(2, 5, 3, requires_grad=True)  # esn has no trained parameters: check dL/dx
+    with torch.no_grad():
+        _, carried = model.recur(torch.randn(2, 3, 3))
+    for state in (None, carried):
+        fused, fused_state = model.recur(x, state)
+        params = [x, *rnn.parameters()]  # h0 is unused from a given state: no gradient
+        fused_grads = torch.autograd.grad(fused.pow(2).sum(), params, allow_unused=True)
+        stepped, stepped_state, steps = model.recur_steps(x, state)
+        step_grads = torch.autograd.grad(stepped.pow(2).sum(), params, allow_unused=True)
+        assert len(steps) == 5
+        torch.testing.assert_close(stepped, fused)
+        for a, b in zip(flat(stepped_state), flat(fused_state), strict=True):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(step_grads, fused_grads, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b)
+
+
 def test_omega_matches_explicit_jacobians() -> None:
     model = elman_model()
     x = torch.randn(4, 6, 2)
