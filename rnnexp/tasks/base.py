@@ -89,7 +89,10 @@ class Task(ABC):
     token ids), ``input_size`` (features or vocabulary size), ``output_size`` and
     ``head`` (``every_step`` or ``last_step``). ``metric`` names the key of
     :meth:`evaluate`'s result that selects ``best.pt`` (``metric_mode`` ``min``/``max``)
-    and that the progress bar shows.
+    and that the progress bar shows. ``bidirectional`` is the task's default for
+    ``model.bidirectional=null``; ``num_chars`` > 0 says token inputs carry character ids
+    ``(B, T, 1 + C)`` from a character vocabulary of that size (``model.char_encoder``);
+    ``tagging`` says the task labels every step from a tag set and can use ``model.crf``.
     """
 
     name: str
@@ -100,6 +103,9 @@ class Task(ABC):
     metric: str
     metric_mode: Literal["min", "max"] = "min"
     diagnostics: bool = False  # gradient-flow diagnostics by default (train.diagnostics=null)
+    bidirectional: bool = False  # model.bidirectional=null means this
+    num_chars: int = 0
+    tagging: bool = False
 
     @abstractmethod
     def train_stream(self, batch_size: int, seed: int) -> BatchStream:
@@ -117,6 +123,10 @@ class Task(ABC):
         """Pictures logged at each evaluation (TensorBoard and ``plots/<name>.png``)."""
         return {}
 
+    def texts(self, model: nn.Module, device: torch.device) -> dict[str, str]:
+        """Markdown text logged at each evaluation (TensorBoard text), e.g. samples."""
+        return {}
+
     def diagnostics_batch(self) -> Batch | None:
         """A fixed batch for the gradient-flow diagnostics; ``None``: no diagnostics."""
         return None
@@ -128,6 +138,11 @@ class Task(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         del state  # stateless by default
+
+    def bind(self, model: nn.Module) -> None:
+        """Called by :func:`rnnexp.model.build_model` with the model just built for this
+        task: e.g. to load pretrained word vectors, or to keep the CRF layer the loss needs."""
+        del model  # nothing to do by default
 
 
 def check_split(split: str) -> str:

@@ -1,0 +1,90 @@
+"""Sampling speed: characters per second of ``rnnexp sample``'s stepper, batch 1, CPU.
+
+The model is a char-rnn-sized LSTM language model (one-hot input, ``--layers`` x
+``--hidden`` LSTM, linear head over ``--vocab`` symbols; random weights: speed does not
+depend on them). Two ways to generate are timed in alternating rounds:
+
+* ``stepper``: :func:`rnnexp.sample.generate`, the path ``rnnexp sample`` takes (the
+  prompt once, then one token at a time on the module's own weights with plain matmuls);
+* ``fused per char``: the naive loop, calling the fused ``nn.LSTM`` on one character at a
+  time with its state (it re-packs its weights every call), plus the same head and draw.
+
+    python bench/sample.py                      # 2 x 512, default threads
+    python bench/sample.py --threads 1 --chars 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from rnnexp.cells import create
+from rnnexp.model import OneHot, SequenceModel
+from rnnexp.sample import Settings, generate
+from rnnexp.tasks.charlm import Vocabulary
+
+
+def build(vocab: int, hidden: int, layers: int) -> SequenceModel:
+    torch.manual_seed(0)
+    rnn = create("lstm", vocab, hidden, num_layers=layers)
+    head = torch.nn.Linear(hidden, vocab)
+    return SequenceModel(OneHot(vocab), rnn, head, "every_step", False, 0.0).eval()
+
+
+def stepper_rate(model: SequenceModel, vocab: Vocabulary, chars: int) -> float:
+    started = time.perf_counter()
+    generate(model, vocab, "ROMEO:", chars, Settings(temperature=1.0), seed=0)
+    return chars / (time.perf_counter() - started)
+
+
+@torch.no_grad()
+def fused_rate(model: SequenceModel, chars: int) -> float:
+    generator = torch.Generator().manual_seed(0)
+    token, state = torch.zeros(1, 1, dtype=torch.long), None
+    started = time.perf_counter()
+    for _ in range(chars):
+        logits, state = model(token, state)  # nn.LSTM on one step
+        probs = F.softmax(logits[0, -1], dim=0)
+        token = torch.multinomial(probs, 1, generator=generator).view(1, 1)
+    return chars / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=65, help="symbols (tiny shakespeare: 65)")
+    parser.add_argument("--chars", type=int, default=2000, help="characters per stepper round")
+    parser.add_argument("--fused-chars", type=int, default=300, help="per fused round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build(args.vocab, args.hidden, args.layers)
+    # "\n", then " " .. "_" (upper case, digits, punctuation: enough for the prompt "ROMEO:")
+    vocab = Vocabulary(["\n"] + [chr(32 + k) for k in range(args.vocab - 1)], "char", None)
+    stepper_rate(model, vocab, 200)  # warm-up: allocator, thread pool
+    fused_rate(model, 20)
+    stepped, fused = [], []
+    for _ in range(args.rounds):
+        stepped.append(stepper_rate(model, vocab, args.chars))
+        fused.append(fused_rate(model, args.fused_chars))
+    step_mid, fused_mid = statistics.median(stepped), statistics.median(fused)
+    print(
+        f"{args.layers} x {args.hidden} LSTM, vocabulary {args.vocab}, batch 1, "
+        f"{torch.get_num_threads()} thread(s), median of {args.rounds} rounds"
+    )
+    print(f"  stepper (rnnexp sample): {step_mid:8.0f} chars/s  (rounds: "
+          f"{', '.join(f'{r:.0f}' for r in stepped)})")  # fmt: skip
+    print(f"  fused nn.LSTM per char:  {fused_mid:8.0f} chars/s  (rounds: "
+          f"{', '.join(f'{r:.0f}' for r in fused)})")  # fmt: skip
+    print(f"  ratio: {step_mid / fused_mid:.1f}x  (target: >= 2000 chars/s)")
+
+
+if __name__ == "__main__":
+    main()

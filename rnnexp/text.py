@@ -1,0 +1,503 @@
+"""The shared text pipeline: files -> tokens -> ids -> padded, length-bucketed batches.
+
+Used by the ``sentiment`` and ``ner`` tasks and meant for any later text task:
+
+* readers for a table with a header (TSV/CSV through the ``csv`` module: quoted fields,
+  tabs inside quotes, CRLF, a UTF-8 byte-order mark, blank lines) and for CoNLL columns
+  (``-DOCSTART-`` skipped, any tag column, IOB1/IOB2/IOBES tags converted to one scheme);
+* tokenization (whitespace, or ``simple``: punctuation and English clitics split off),
+  optional lower-casing and digit normalization;
+* :class:`Vocab`, built from the training split only (``min_freq``, ``max_size``, ``<pad>``
+  at id 0 and ``<unk>`` at id 1) and saved in every checkpoint as a plain list;
+* :func:`collate`: padding with the true lengths (the model packs the sequences, so
+  padding never changes a result) and singleton word dropout; :class:`EpochStream`:
+  epochs in length buckets, resumable exactly;
+* :func:`read_vectors`: pretrained vectors in GloVe's text format.
+
+:class:`rnnexp.tasks.text_task.TextTask` puts these together for a task.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rnnexp.errors import RnnexpError
+from rnnexp.tasks.base import Batch
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+IGNORE = -100  # target at padded steps: F.cross_entropy's ignore_index
+
+# ---------------------------------------------------------------------------- tokens
+
+# `simple`: words (with inner hyphens/dots, e.g. "well-made", "3.5"), English clitics as the
+# Penn Treebank splits them ("does n't", "it 's") and every other non-space symbol alone.
+SIMPLE_TOKEN = re.compile(
+    r"\w+?(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-.]\w+)*|[^\w\s]", re.I
+)
+TOKENIZERS = ("whitespace", "simple")
+DIGIT = re.compile(r"\d")
+
+
+def tokenize(text: str, tokenizer: str = "whitespace") -> list[str]:
+    """``text`` as tokens: split on whitespace, or with the ``simple`` rules above."""
+    if tokenizer == "whitespace":
+        return text.split()
+    if tokenizer == "simple":
+        return SIMPLE_TOKEN.findall(text)
+    raise RnnexpError(f"task.tokenizer={tokenizer!r}; choose one of: {', '.join(TOKENIZERS)}")
+
+
+def normalize(token: str, lowercase: bool = False, digits: bool = False) -> str:
+    """The vocabulary form of a token: lower-cased and/or every digit replaced by 0
+    (Lample et al. 2016), so that "1996" and "2003" share one entry."""
+    if lowercase:
+        token = token.lower()
+    if digits:
+        token = DIGIT.sub("0", token)
+    return token
+
+
+class Vocab:
+    """Tokens <-> ids. ``<pad>`` is id 0 and ``<unk>`` id 1 when ``specials`` (words,
+    characters); label sets have no specials and refuse unknown entries.
+
+    ``counts`` (training frequencies, not saved) lets the training stream find singletons.
+    """
+
+    def __init__(self, itos: Iterable[str], specials: bool = True) -> None:
+        self.itos = list(itos)
+        self.specials = specials
+        if specials and self.itos[:2] != [PAD, UNK]:
+            self.itos = [PAD, UNK, *(t for t in self.itos if t not in (PAD, UNK))]
+        self.stoi = {token: i for i, token in enumerate(self.itos)}
+        self.counts: Counter[str] = Counter()
+
+    @classmethod
+    def build(cls, counts: Counter[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
+        """``<pad>``, ``<unk>`` and the tokens seen at least ``min_freq`` times, most
+        frequent first (ties alphabetical, so the vocabulary never depends on file order),
+        at most ``max_size`` entries in all."""
+        kept = sorted(
+            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
+        )
+        if max_size is not None:
+            if max_size < 3:
+                raise RnnexpError(f"task.vocab_size={max_size}: allow at least 3 entries")
+            kept = kept[: max_size - 2]
+        vocab = cls(kept)
+        vocab.counts = counts
+        return vocab
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def __getitem__(self, token: str) -> int:
+        return self.stoi.get(token, UNK_ID) if self.specials else self.stoi[token]
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        return [self[t] for t in tokens]
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def check_file(path: str | Path | None, key: str, hint: str = "") -> Path:
+    """``path`` as an existing file, or a one-line error naming the config ``key``."""
+    if path is None or str(path) == "":
+        raise RnnexpError(f"{key} is not set; give the path of the file{hint}")
+    found = Path(path).expanduser()
+    if not found.is_file():
+        raise RnnexpError(f"{key}={path}: no such file{hint}")
+    return found
+
+
+def _decode_error(path: Path, key: str, err: UnicodeDecodeError) -> RnnexpError:
+    return RnnexpError(
+        f"{key}={path} is not UTF-8 text (byte {err.start}: {err.reason}); convert it, "
+        "e.g. iconv -f latin1 -t utf-8"
+    )
+
+
+@dataclass
+class Row:
+    """One record of a table file: its fields by column name, and the line it ends on."""
+
+    fields: dict[str, str]
+    line: int
+
+
+def read_table(
+    path: Path,
+    columns: Iterable[str],
+    key: str,
+    delimiter: str = "auto",
+    quoting: str = "minimal",
+) -> list[Row]:
+    """Rows of a TSV/CSV file with a header, keeping the named ``columns``.
+
+    ``delimiter``: ``auto`` (``,`` for ``*.csv``, else a tab), ``tab``, ``comma`` or the
+    character itself. ``quoting``: ``minimal`` reads ``"..."`` fields (which may hold the
+    delimiter, doubled quotes or line breaks); ``none`` takes quotes literally, for files
+    whose text has unbalanced ``"``. A byte-order mark, CRLF line ends and blank lines are
+    fine. A missing column or a short row is a one-line error with the line number.
+    """
+    named = {"auto": "," if path.suffix.lower() == ".csv" else "\t", "tab": "\t", "comma": ","}
+    sep = named.get(delimiter, delimiter)
+    if len(sep) != 1:
+        raise RnnexpError(
+            f"task.data.delimiter={delimiter!r}; use auto, tab, comma or one character"
+        )
+    if quoting not in ("minimal", "none"):
+        raise RnnexpError(f"task.data.quoting={quoting!r}; choose minimal or none")
+    mode = csv.QUOTE_MINIMAL if quoting == "minimal" else csv.QUOTE_NONE
+    columns = list(columns)
+    rows: list[Row] = []
+    try:
+        # newline="": the csv module handles CRLF and line breaks inside quoted fields;
+        # utf-8-sig drops a byte-order mark (Excel writes one) from the first header name.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=sep, quoting=mode)
+            header = next((r for r in reader if any(f.strip() for f in r)), None)
+            if header is None:
+                raise RnnexpError(f"{key}={path} is empty; it needs a header line and rows")
+            header = [h.strip() for h in header]
+            for column in columns:
+                if column not in header:
+                    which = "text_column" if column == columns[0] else "label_column"
+                    raise RnnexpError(
+                        f"{key}={path} has no column {column!r} (its header: "
+                        f"{', '.join(repr(h) for h in header)}); set task.data.{which}"
+                    )
+            index = [header.index(c) for c in columns]
+            for record in reader:
+                if not any(f.strip() for f in record):
+                    continue  # a blank line
+                if len(record) <= max(index):
+                    raise RnnexpError(
+                        f"{path}:{reader.line_num}: {len(record)} field(s) where the header "
+                        f"has {len(header)}; is task.data.delimiter right?"
+                    )
+                rows.append(
+                    Row(
+                        {c: record[i] for c, i in zip(columns, index, strict=True)}, reader.line_num
+                    )
+                )
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, key, err) from None
+    except csv.Error as err:
+        raise RnnexpError(
+            f"{path}: cannot parse as {'CSV' if sep == ',' else 'TSV'}: {err}"
+        ) from None
+    return rows
+
+
+@dataclass
+class Sentence:
+    """One sentence of a CoNLL file: words, their tags, and the line it starts on."""
+
+    words: list[str]
+    tags: list[str]
+    line: int
+
+
+def read_conll(path: Path, key: str, tag_column: int = -1) -> list[Sentence]:
+    """Sentences of a CoNLL file: one token a line (``word ... tag`` columns, separated by
+    spaces or tabs), a blank line after each sentence; ``-DOCSTART-`` lines are skipped.
+
+    ``tag_column`` indexes the columns (``-1``: the last; CoNLL-2003's NER tag).
+    """
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    start = 0
+
+    def flush() -> None:
+        if words:
+            sentences.append(Sentence(list(words), list(tags), start))
+            words.clear()
+            tags.clear()
+
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                fields = line.split()
+                if not fields:
+                    flush()
+                    continue
+                if fields[0] == "-DOCSTART-":
+                    flush()
+                    continue
+                if len(fields) < 2:
+                    raise RnnexpError(
+                        f"{path}:{number}: one column ({line.strip()!r}); CoNLL lines are "
+                        "`word ... tag`, with a blank line between sentences"
+                    )
+                try:
+                    tag = fields[tag_column]
+                except IndexError:
+                    raise RnnexpError(
+                        f"{path}:{number}: no column {tag_column} in {len(fields)} columns; "
+                        "set task.data.tag_column"
+                    ) from None
+                if not words:
+                    start = number
+                words.append(fields[0])
+                tags.append(tag)
+    except UnicodeDecodeError as err:
+        raise _decode_error(path, key, err) from None
+    flush()
+    return sentences
+
+
+# ---------------------------------------------------------------------------- tag schemes
+
+SCHEMES = ("iob2", "iobes")
+TAG = re.compile(r"^([BIES])-(.+)$")
+
+
+def check_tags(tags: list[str], where: str) -> None:
+    """Every tag is ``O`` or ``B-``/``I-``/``E-``/``S-`` + type; else a one-line error."""
+    for tag in tags:
+        if tag != "O" and not TAG.match(tag):
+            raise RnnexpError(
+                f"{where}: tag {tag!r} is neither O nor B-/I-/E-/S- followed by a type "
+                "(IOB1, IOB2 or IOBES); is task.data.tag_column right?"
+            )
+
+
+def entities(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Entities ``(type, first, last)`` (inclusive) in tags of any scheme, read as conlleval
+    does: an entity starts at ``B-``/``S-``, at an ``I-``/``E-`` after ``O``, or where the
+    type changes; it ends before ``O``, ``B-``, ``S-``, a type change, or after ``E-``/``S-``.
+    This is how IOB1 (``B-`` only between two same-type entities), IOB2 and IOBES all read,
+    and what ``seqeval``'s default mode and conlleval count (tested against seqeval)."""
+    found: list[tuple[str, int, int]] = []
+    kind, first = None, 0
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, label = tag.partition("-")
+        ends = kind is not None and (
+            prefix in ("O", "B", "S") or label != kind or tags[i - 1][0] in ("E", "S")
+        )
+        if ends:
+            found.append((kind, first, i - 1))
+            kind = None
+        if prefix != "O" and kind is None:
+            kind, first = label, i
+    return found
+
+
+def to_scheme(tags: list[str], scheme: str) -> list[str]:
+    """The same entities written in ``scheme``: ``iob2`` (B- first, I- inside) or ``iobes``
+    (S- single, B- first, I- inside, E- last)."""
+    out = ["O"] * len(tags)
+    for kind, first, last in entities(tags):
+        if scheme == "iobes" and first == last:
+            out[first] = f"S-{kind}"
+            continue
+        out[first] = f"B-{kind}"
+        for i in range(first + 1, last + 1):
+            out[i] = f"I-{kind}"
+        if scheme == "iobes":
+            out[last] = f"E-{kind}"
+    return out
+
+
+def scheme_tags(types: Iterable[str], scheme: str) -> list[str]:
+    """The tag set of ``scheme`` over entity ``types``: ``O`` first, then per type."""
+    prefixes = "BI" if scheme == "iob2" else "BIES"
+    return ["O", *(f"{p}-{t}" for t in sorted(types) for p in prefixes)]
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Example:
+    """One encoded example.
+
+    ``ids``: word ids ``(T,)``. ``chars``: character ids ``(T, C)`` (0-padded per word), or
+    ``None`` for tasks without character inputs. ``target``: a class id ``()`` or one tag id
+    per word ``(T,)``. ``tokens``: the words as read (for predictions); ``line``: where the
+    example starts in its file (0 for typed-in text).
+    """
+
+    ids: Tensor
+    target: Tensor
+    tokens: list[str]
+    line: int = 0
+    chars: Tensor | None = None
+    text: str = ""
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def collate(
+    examples: list[Example],
+    dropout_ids: Tensor | None = None,
+    word_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """Pad ``examples`` into one :class:`Batch` with their true ``lengths``.
+
+    ``inputs``: word ids ``(B, T)``, or ``(B, T, 1 + C)`` with the word id in column 0 and
+    its characters after it when the examples have characters. ``targets``: ``(B,)`` class
+    ids or ``(B, T)`` tag ids (:data:`IGNORE` at padded steps). With ``word_dropout`` > 0
+    (training), each word whose id is in ``dropout_ids`` (the training singletons) becomes
+    ``<unk>`` with that probability (Lample et al. 2016), so ``<unk>`` gets trained.
+    """
+    lengths = torch.tensor([len(e) for e in examples])
+    batch, steps = len(examples), int(lengths.max())
+    words = torch.full((batch, steps), PAD_ID, dtype=torch.long)
+    for i, e in enumerate(examples):
+        words[i, : len(e)] = e.ids
+    if word_dropout > 0 and dropout_ids is not None:
+        drop = torch.isin(words, dropout_ids)
+        drop &= torch.rand(words.shape, generator=generator) < word_dropout
+        words = words.masked_fill(drop, UNK_ID)
+    inputs = words
+    if examples[0].chars is not None:
+        width = max(e.chars.shape[1] for e in examples)
+        inputs = torch.zeros(batch, steps, 1 + width, dtype=torch.long)
+        inputs[..., 0] = words
+        for i, e in enumerate(examples):
+            inputs[i, : len(e), 1 : 1 + e.chars.shape[1]] = e.chars
+    if examples[0].target.dim() == 0:
+        targets = torch.stack([e.target for e in examples])
+    else:
+        targets = torch.full((batch, steps), IGNORE, dtype=torch.long)
+        for i, e in enumerate(examples):
+            targets[i, : len(e)] = e.target
+    return Batch(inputs=inputs, targets=targets, lengths=lengths)
+
+
+class EpochStream:
+    """Endless training batches, epoch after epoch, bucketed by length.
+
+    Each epoch shuffles the examples, cuts them into buckets of ``bucket_size`` batches,
+    sorts each bucket by length and cuts it into batches (so a batch holds sequences of
+    similar length and little padding), then shuffles the batches. ``bucket_size=1``: plain
+    shuffled batches. The epoch's order comes from ``(seed, epoch)`` alone; a second
+    generator serves ``make_batch`` (word dropout). ``state_dict`` holds the epoch, the
+    position in it and that generator, so a resumed run sees exactly the same batches.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        make_batch: Callable[[list[int], torch.Generator], Batch],
+        batch_size: int,
+        seed: int,
+        bucket_size: int = 50,
+    ) -> None:
+        if not lengths:
+            raise RnnexpError("the training split has no examples")
+        self.lengths = lengths
+        self.make_batch = make_batch
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket_size = max(int(bucket_size), 1)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch, self.position = 0, 0
+        self.order = self.plan(0)
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        """The batches of ``epoch``, as lists of example indices."""
+        # A fixed function of (seed, epoch); seeds 0, 1, 2 ... never share an epoch order.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.lengths), generator=generator).tolist()
+        size = self.batch_size * self.bucket_size
+        batches = []
+        for start in range(0, len(perm), size):
+            bucket = sorted(perm[start : start + size], key=self.lengths.__getitem__)
+            batches += [
+                bucket[i : i + self.batch_size] for i in range(0, len(bucket), self.batch_size)
+            ]
+        shuffle = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in shuffle]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> EpochStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position == len(self.order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self.order = self.plan(self.epoch)
+        indices = self.order[self.position]
+        self.position += 1
+        return self.make_batch(indices, self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.generator.set_state(state["generator"])
+        self.order = self.plan(self.epoch)
+
+
+# ---------------------------------------------------------------------------- vectors
+
+
+def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, Tensor]:
+    """Pretrained vectors for ``vocab`` from a GloVe-format text file (``word v1 ... vD``
+    a line; a word2vec ``count dim`` header line is skipped).
+
+    A word takes the vector of its exact form, else of its lower-cased form (GloVe is
+    lower-case; a cased vocabulary such as NER's then still finds "Paris").
+    Returns ``(vectors (V, dim), found (V,) bool)``.
+    """
+    lower: dict[str, list[int]] = {}
+    for i, token in enumerate(vocab.itos):
+        lower.setdefault(token.lower(), []).append(i)
+    vectors = torch.zeros(len(vocab), dim)
+    exact = torch.zeros(len(vocab), dtype=torch.bool)
+    found = torch.zeros(len(vocab), dtype=torch.bool)
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                parts = line.rstrip().split(" ")
+                if number == 1 and len(parts) == 2:
+                    continue  # word2vec text header: "<count> <dim>"
+                word, values = parts[0], parts[1:]
+                if word not in vocab.stoi and word not in lower:
+                    continue
+                if len(values) != dim:
+                    raise RnnexpError(
+                        f"{key}={path}:{number}: {len(values)}-d vector, but "
+                        f"model.embedding_size={dim}; set model.embedding_size={len(values)}"
+                    )
+                vector = torch.tensor([float(v) for v in values])
+                if word in vocab.stoi:
+                    i = vocab.stoi[word]
+                    vectors[i], exact[i], found[i] = vector, True, True
+                for i in lower.get(word, []):
+                    if not exact[i]:
+                        vectors[i], found[i] = vector, True
+    except ValueError as err:
+        raise RnnexpError(f"{key}={path} is not a GloVe text file ({err})") from None
+    return vectors, found
