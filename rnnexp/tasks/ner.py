@@ -24,14 +24,13 @@ from torch.nn import functional as F
 from rnnexp import plots
 from rnnexp.crf import CRF
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch, eval_mode
+from rnnexp.tasks.base import Batch
 from rnnexp.tasks.text_task import Evaluation, TextTask
 from rnnexp.text import (
     IGNORE,
     SCHEMES,
     Vocab,
     check_tags,
-    collate,
     entities,
     read_conll,
     scheme_tags,
@@ -210,10 +209,7 @@ class NerTask(TextTask):
 
     @torch.no_grad()
     def predict_texts(self, model: nn.Module, texts: list[str], device: torch.device) -> list[dict]:
-        examples = self.encode_texts(texts)
-        batch = collate(examples).to(device)
-        with eval_mode(model):
-            output, _ = model(batch.inputs, lengths=batch.lengths)
+        examples, output, batch = self.forward_texts(model, texts, device)
         answers = []
         for example, ids in zip(examples, self.decode(model, output, batch), strict=True):
             tags = self.tags_of(ids)

@@ -21,9 +21,9 @@ from torch.nn import functional as F
 
 from rnnexp import plots
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch, eval_mode
+from rnnexp.tasks.base import Batch
 from rnnexp.tasks.text_task import Evaluation, TextTask
-from rnnexp.text import Vocab, collate, read_table, tokenize
+from rnnexp.text import Vocab, read_table, tokenize
 
 GLUE_SST2 = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 
@@ -196,10 +196,7 @@ class SentimentTask(TextTask):
 
     @torch.no_grad()
     def predict_texts(self, model: nn.Module, texts: list[str], device: torch.device) -> list[dict]:
-        examples = self.encode_texts(texts)
-        batch = collate(examples).to(device)
-        with eval_mode(model):
-            logits, _ = model(batch.inputs, lengths=batch.lengths)
+        examples, logits, _ = self.forward_texts(model, texts, device)
         answers = []
         for example, probs in zip(examples, logits.float().softmax(1).cpu(), strict=True):
             answers.append(

@@ -321,6 +321,18 @@ class TextTask(Task):
             examples.append(self.make_example(tokens, target, 0, text))
         return examples
 
+    @torch.no_grad()
+    def forward_texts(
+        self, model: nn.Module, texts: list[str], device: torch.device
+    ) -> tuple[list[Example], Tensor, Batch]:
+        """Typed-in sentences through the model as one padded batch, in eval mode:
+        ``(examples, model output, batch)`` for :meth:`predict_texts`."""
+        examples = self.encode_texts(texts)
+        batch = collate(examples).to(device)
+        with eval_mode(model):
+            output, _ = model(batch.inputs, lengths=batch.lengths)
+        return examples, output, batch
+
     def unknown(self, tokens: list[str]) -> list[str]:
         """The tokens that fall outside the vocabulary (read as ``<unk>``)."""
         return [t for t in tokens if self.normal(t) not in self.words]
