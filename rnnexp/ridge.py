@@ -39,39 +39,29 @@ class RidgeReadout:
         device: torch.device,
     ) -> float:
         """Set ``model.head`` to the ridge solution; returns the training loss after the fit."""
-        with eval_mode(model):
-            return self._fit(model, task, stream, washout, device)
-
-    def _fit(
-        self,
-        model: SequenceModel,
-        task: Task,
-        stream: BatchStream,
-        washout: int,
-        device: torch.device,
-    ) -> float:
-        states, targets, batches = [], [], []
-        for _ in range(self.batches):
-            batch = next(stream).to(device)
-            if not batch.targets.is_floating_point():
-                raise RnnexpError(
-                    f"optim=ridge fits a regression readout, but task {task.name!r} has class "
-                    "targets; use a gradient optimizer (optim=adam)"
-                )
-            features, _ = model.features(batch.inputs, None, batch.lengths)
-            target = batch.targets
-            if features.ndim == 3:  # every_step: drop the washout steps
-                if washout >= features.shape[1]:
+        with eval_mode(model):  # no dropout while the states are collected and scored
+            states, targets, batches = [], [], []
+            for _ in range(self.batches):
+                batch = next(stream).to(device)
+                if not batch.targets.is_floating_point():
                     raise RnnexpError(
-                        f"train.washout={washout} leaves no steps of the "
-                        f"{features.shape[1]}-step training sequences"
+                        f"optim=ridge fits a regression readout, but task {task.name!r} has class "
+                        "targets; use a gradient optimizer (optim=adam)"
                     )
-                features, target = features[:, washout:], target[:, washout:]
-            states.append(features.reshape(-1, features.shape[-1]))
-            targets.append(target.reshape(-1, target.shape[-1]))
-            batches.append(batch)
-        weight, bias = ridge_readout(torch.cat(states), torch.cat(targets), self.alpha)
-        model.head.weight.copy_(weight)
-        model.head.bias.copy_(bias)
-        losses = [task.loss(model(b.inputs, None, b.lengths)[0], b).item() for b in batches]
-        return sum(losses) / len(losses)
+                features, _ = model.features(batch.inputs, None, batch.lengths)
+                target = batch.targets
+                if features.ndim == 3:  # every_step: drop the washout steps
+                    if washout >= features.shape[1]:
+                        raise RnnexpError(
+                            f"train.washout={washout} leaves no steps of the "
+                            f"{features.shape[1]}-step training sequences"
+                        )
+                    features, target = features[:, washout:], target[:, washout:]
+                states.append(features.reshape(-1, features.shape[-1]))
+                targets.append(target.reshape(-1, target.shape[-1]))
+                batches.append(batch)
+            weight, bias = ridge_readout(torch.cat(states), torch.cat(targets), self.alpha)
+            model.head.weight.copy_(weight)
+            model.head.bias.copy_(bias)
+            losses = [task.loss(model(b.inputs, None, b.lengths)[0], b).item() for b in batches]
+            return sum(losses) / len(losses)
