@@ -463,6 +463,16 @@ class EpochStream:
 # ---------------------------------------------------------------------------- vectors
 
 
+def pretrained_words(path: Path, key: str) -> set[str]:
+    """The words of a GloVe-format text file (first field of each line), without parsing
+    the vectors."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            return {line[: line.find(" ")] for line in handle if " " in line}
+    except OSError as err:
+        raise RnnexpError(f"{key}={path} cannot be read ({err})") from None
+
+
 def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, Tensor]:
     """Pretrained vectors for ``vocab`` from a GloVe-format text file (``word v1 ... vD``
     a line; a word2vec ``count dim`` header line is skipped).

@@ -336,3 +336,31 @@ def test_pretrained_vectors_fill_the_embedding_frozen_or_not(tmp_path: Path) -> 
     task = build(cfg.task, "task")
     model = build_model(cfg, task)
     assert model.encoder.words.weight[task.words["Paris"]].tolist() == [7, 8, 9]
+
+
+def test_extend_vocab_adds_dev_words_that_have_pretrained_vectors(tmp_path: Path) -> None:
+    glove = tmp_path / "glove.txt"
+    glove.write_text("good 1 2 3\nsuperb 4 5 6\nplot 7 8 9\nunseen 0 0 0\n")
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nSuperb film\t1\ndreadful plot\t0\n")
+    files = [
+        "task=sentiment", "task.lowercase=true", "model.embedding_size=3",
+        f"task.data.train_path={tmp_path / 'train.tsv'}",
+        f"task.data.dev_path={tmp_path / 'dev.tsv'}", f"task.embeddings.path={glove}",
+    ]  # fmt: skip
+    task = build(compose_config(*files).task, "task")
+    task.fit()
+    assert task.words.itos == ["<pad>", "<unk>", "film", "bad", "good"]
+    cfg = compose_config(*files, "task.embeddings.extend_vocab=true")
+    task = build(cfg.task, "task")
+    task.fit()
+    # the train words first, as before; then the dev words with a vector, sorted
+    assert task.words.itos == ["<pad>", "<unk>", "film", "bad", "good", "plot", "superb"]
+    assert "dreadful" not in task.words and "unseen" not in task.words
+    model = build_model(cfg, task)
+    assert model.encoder.weight[task.words["superb"]].tolist() == [4, 5, 6]
+    dev = task.examples("val")
+    assert dev[0].ids.tolist() == [task.words["superb"], task.words["film"]]
+    assert dev[1].ids.tolist() == [1, task.words["plot"]]  # dreadful: <unk>
+    # the added words are not training singletons, so word dropout leaves them alone
+    assert task.words.counts["superb"] == 0

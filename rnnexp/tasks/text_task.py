@@ -31,6 +31,7 @@ from rnnexp.text import (
     check_file,
     collate,
     normalize,
+    pretrained_words,
     read_vectors,
     tokenize,
 )
@@ -72,7 +73,7 @@ class TextTask(Task):
         min_freq, vocab_size: which training words get an entry (:meth:`Vocab.build`).
         word_dropout: training only: each singleton word becomes ``<unk>`` with this
             probability.
-        embeddings: ``{"path": GloVe file or None, "freeze": bool}``.
+        embeddings: ``{"path": GloVe file or None, "freeze": bool, "extend_vocab": bool}``.
         bucket_size: batches per length bucket (:class:`rnnexp.text.EpochStream`).
         eval_batch_size: sentences per batch when scoring.
         num_val, num_test: score only the first N dev/test examples (``None``: all).
@@ -115,7 +116,9 @@ class TextTask(Task):
         if not 0.0 <= word_dropout < 1.0:
             raise RnnexpError(f"task.word_dropout={word_dropout} must be in [0, 1)")
         self.word_dropout = word_dropout
-        self.embeddings = {"path": None, "freeze": False, **(plain(embeddings) or {})}
+        self.embeddings = {
+            "path": None, "freeze": False, "extend_vocab": False, **(plain(embeddings) or {})
+        }  # fmt: skip
         self.bucket_size = bucket_size
         self.eval_batch_size = eval_batch_size
         self.limits = {"val": num_val, "test": num_test}
@@ -202,6 +205,8 @@ class TextTask(Task):
         raw = self._read("train")
         counts = Counter(self.normal(t) for tokens, *_ in raw for t in tokens)
         self.words = Vocab.build(counts, self.min_freq, self.vocab_size)
+        if self.embeddings.get("path") and self.embeddings.get("extend_vocab"):
+            self.extend_with_pretrained(raw)
         self.labels = self.fit_labels([target for _, target, *_ in raw])
         if self.chars:
             chars = Counter(
@@ -215,6 +220,32 @@ class TextTask(Task):
         log.info(
             "%s: %d training examples; %d distinct words, %d in the vocabulary; %d labels",
             self.name, len(raw), len(counts), len(self.words), len(self.labels),
+        )  # fmt: skip
+
+    def extend_with_pretrained(self, train: list[tuple[list[str], Any, int, str]]) -> None:
+        """``task.embeddings.extend_vocab``: give an entry to every word of the train, dev
+        and test texts that the vocabulary lacks but the vector file has (exact or
+        lower-cased form), as Lample et al. 2016 do. Such a word never occurs in training
+        (or too rarely for ``min_freq``), so it keeps its pretrained vector instead of
+        reading as ``<unk>``. Only the texts are read, never the labels."""
+        texts = [train] + [self._read(s) for s in ("val", "test") if self.path(s)[1]]
+        missing = {
+            form
+            for raw in texts
+            for tokens, *_ in raw
+            for form in map(self.normal, tokens)
+            if form not in self.words
+        }
+        path = self.embeddings["path"]
+        file = check_file(path, "task.embeddings.path", "; a GloVe-format text file")
+        known = pretrained_words(file, "task.embeddings.path")
+        added = sorted(w for w in missing if w in known or w.lower() in known)
+        counts = self.words.counts
+        self.words = Vocab([*self.words.itos, *added])
+        self.words.counts = counts  # training counts: the added words are no singletons
+        log.info(
+            "%s: task.embeddings.extend_vocab added %d words with pretrained vectors",
+            self.name, len(added),
         )  # fmt: skip
 
     def examples(self, split: str) -> list[Example]:
