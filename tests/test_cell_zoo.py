@@ -37,6 +37,7 @@ CASES = [(n, {}) for n in HAND_WRITTEN] + [
     ("jordan", {"elman": True, "output_size": 2}),
     ("clockwork", {"periods": [1, 3], "modules": 2}),
     ("esn", {"leak_rate": 0.3, "bias_scaling": 0.5}),
+    ("esn", {"topology": "delay_lines", "line_length": 2, "bias_scaling": 0.5}),
 ]
 LSTM_SWITCHES = {
     "lstm_peephole": {},
@@ -367,6 +368,39 @@ def test_esn_reservoir_is_fixed_and_scaled():
     assert abs(rho - 0.8) < 1e-4
     assert 0.1 < (w != 0).float().mean().item() < 0.3
     assert cells.count_parameters(cells.create("esn", 3, 8, dropout=0.0, learn_h0=True)) == 8
+
+
+def test_esn_delay_lines_hold_each_steps_input_features_down_the_line():
+    """topology=delay_lines: only line heads read the input; unit k of a line is
+    tanh(r * unit k-1 one step earlier), so tanh(w_j u_{t-k} + b_j) travels k steps."""
+    torch.manual_seed(9)
+    n, lines, r = 3, 2, 0.9
+    esn = cells.create(
+        "esn", 2, n * lines, dropout=0.0, topology="delay_lines", line_length=n,
+        line_weight=r, input_scaling=2.0, bias_scaling=0.5,
+    )  # fmt: skip
+    heads = torch.tensor([True, False, False, True, False, False])
+    assert (esn.weight_ih_l0[~heads] == 0).all() and (esn.bias_ih_l0[~heads] == 0).all()
+    assert (esn.weight_ih_l0[heads] != 0).all()
+    expected_w = torch.zeros(6, 6)
+    expected_w[1, 0] = expected_w[2, 1] = expected_w[4, 3] = expected_w[5, 4] = r
+    assert torch.equal(esn.weight_hh_l0, expected_w)
+    u = torch.randn(4, 7, 2)
+    with torch.no_grad():
+        states, _ = esn(u)
+    head_values = torch.tanh(u @ esn.weight_ih_l0[heads].T + esn.bias_ih_l0[heads])  # (B, T, 2)
+    for j in range(lines):
+        x = head_values[:, :, j]
+        for k in range(n):
+            torch.testing.assert_close(states[:, :, j * n + k], x)
+            x = torch.tanh(r * torch.cat([torch.zeros(4, 1), x[:, :-1]], 1))  # one step later
+    # lines of 4 in 6 units: a line of 4, then one of 2
+    esn = cells.create("esn", 2, 6, topology="delay_lines", line_length=4)
+    assert esn.weight_hh_l0.nonzero().tolist() == [[1, 0], [2, 1], [3, 2], [5, 4]]
+    with pytest.raises(RnnexpError, match="cell.line_length=0 must be >= 1"):
+        cells.create("esn", 2, 6, topology="delay_lines", line_length=0)
+    with pytest.raises(RnnexpError, match="cell.topology='ring'"):
+        cells.create("esn", 2, 6, topology="ring")
 
 
 def test_ridge_readout_equals_lstsq():
