@@ -125,7 +125,8 @@ TINY_CONLL_SENTENCES = [
 
 
 def write_tiny_text_data(root: Path) -> Path:
-    """Tiny SST-2-like TSVs (``sst2/``) and CoNLL files (``conll2003/``) under ``root``."""
+    """Tiny SST-2-like TSVs (``sst2/``), CoNLL files (``conll2003/``) and a GloVe file
+    (``glove/``) under ``root``."""
     sst2 = root / "sst2"
     sst2.mkdir(parents=True, exist_ok=True)
     rows = [f"{t} \t{1 if c == 'positive' else 0}" for c, ts in TINY_SST2.items() for t in ts]
@@ -140,6 +141,14 @@ def write_tiny_text_data(root: Path) -> Path:
     text = "-DOCSTART- -X- -X- O\n\n" + "\n\n".join(blocks) + "\n\n"
     for name, copies in (("train.txt", 3), ("valid.txt", 1), ("test.txt", 1)):
         (conll / name).write_text(text * copies)
+    # glove/glove.6B.50d.txt, as tasks/sentiment/prepare_glove.py writes it: a few words
+    glove = root / "glove"
+    glove.mkdir(parents=True, exist_ok=True)
+    words = ["good", "bad", "film", "paris", "john", "acme", "the"]
+    (glove / "glove.6B.50d.txt").write_text(
+        "".join(f"{w} " + " ".join(f"{(i + d) % 7 / 10:.1f}" for d in range(50)) + "\n"
+                for i, w in enumerate(words))
+    )  # fmt: skip
     return root
 
 
