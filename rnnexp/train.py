@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -331,6 +332,7 @@ def run(cfg: DictConfig) -> float | None:
         command=" ".join(sys.argv),
         **git_commit(),
     )
+    previous = _interrupt_on_sigterm()
     try:
         data = train(cfg, run_dir, record)
     except RnnexpError as err:
@@ -345,7 +347,24 @@ def run(cfg: DictConfig) -> float | None:
     except Exception as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return data["best"]["value"]
+
+
+def _interrupt_on_sigterm() -> Any:
+    """Treat SIGTERM (``kill``, a SLURM time limit or preemption) like Ctrl-C, so that the
+    run's ``metrics.json`` says ``interrupted`` instead of ``running`` forever. Returns the
+    handler it replaced, or ``None`` off the main thread (where Python cannot set one)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return None
 
 
 # `rnnexp train` calls this: Hydra parses sys.argv (overrides, -m, --cfg, ...) and calls run.

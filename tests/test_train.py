@@ -93,3 +93,31 @@ def test_resume_past_max_steps_and_missing_resume(tmp_path) -> None:
         run(tmp_path / "b", f"train.resume={tmp_path / 'a'}")
     with pytest.raises(RnnexpError, match="checkpoint not found"):
         run(tmp_path / "c", f"train.resume={tmp_path / 'nothing.pt'}")
+
+
+def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
+    """``kill`` (or a SLURM time limit) must not leave metrics.json saying ``running``."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_dirs
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnexp", "train", *TINY, "train.max_steps=1000000"],
+        cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not run_dirs(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run_dirs(tmp_path), "the run never wrote its metrics.json"
+    time.sleep(1.0)  # into the training loop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    metrics = json.loads((run_dirs(tmp_path)[0] / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted", err[-2000:]
