@@ -18,10 +18,11 @@ to a temporary name and renamed, so an interrupted run leaves no half file behin
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
+
+from rnnexp.data import sha256_of
 
 WORDS = "glove_6B_index.parquet"  # one string column: the words, in vector order
 VECTORS = "glove_6B_50d_emb.npy"  # float32 (400000, 50)
@@ -63,15 +64,12 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")
-    digest = hashlib.sha256()
     with open(partial, "w", encoding="utf-8", newline="\n") as handle:
         for word, vector in zip(words, vectors, strict=True):
-            line = word + " " + " ".join(f"{v:.5g}" for v in vector.tolist()) + "\n"
-            digest.update(line.encode("utf-8"))
-            handle.write(line)
+            handle.write(word + " " + " ".join(f"{v:.5g}" for v in vector.tolist()) + "\n")
     os.replace(partial, args.out)
     print(f"wrote {len(words)} x {vectors.shape[1]} vectors to {args.out}")
-    print(f"sha256 {digest.hexdigest()}")
+    print(f"sha256 {sha256_of(args.out)}")
 
 
 if __name__ == "__main__":
