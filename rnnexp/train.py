@@ -246,9 +246,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             loss_value = loss.item()
             norm = math.nan
             if math.isfinite(loss_value):
-                penalty = regularizer(loss, steps, model, step)  # e.g. Pascanu's alpha * Ω
                 optimizer.zero_grad(set_to_none=True)
-                (loss if penalty is None else loss + penalty).backward()
+                regularizer.backward(loss, steps, model, step)  # ∇(loss + e.g. Pascanu's αΩ)
                 norm = clip(params).item()  # global gradient norm before clipping
             if not (math.isfinite(loss_value) and math.isfinite(norm)):
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"

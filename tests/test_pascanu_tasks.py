@@ -56,6 +56,29 @@ def test_batches_share_a_length_and_the_stream_varies_it() -> None:
 
 
 @pytest.mark.parametrize(
+    "cls", [AddingTask, MultiplicationTask, TemporalOrderTask, PermutationTask, MemorizationTask]
+)
+def test_train_min_length_mixes_shorter_training_sequences(cls) -> None:
+    """As the paper's code with min_length < max_length: training batches draw their
+    length from [train_min_length, 1.1 T); val and test keep [T, 1.1 T)."""
+    task = cls(length=40, train_min_length=20, num_val=64, num_test=64, eval_batch_size=8)
+    extra = 2 * task.n_pos + 1 if cls is MemorizationTask else 0  # pattern, cue, recall
+
+    def length(batch) -> int:
+        return batch.inputs.shape[1] - extra
+
+    stream = task.train_stream(2, seed=0)
+    assert {length(next(stream)) for _ in range(300)} == set(range(20, 44))  # ceil(44.0)
+    for split in ("val", "test"):
+        assert {length(c) for c in task.held_out(split)} <= set(range(40, 44))
+    assert min(length(c) for c in task.held_out("train")) < 40  # the training mix
+    stream = cls(length=40).train_stream(2, seed=0)
+    assert {length(next(stream)) for _ in range(50)} <= set(range(40, 44))
+    with pytest.raises(RnnexpError, match="task.train_min_length"):
+        cls(length=40, train_min_length=41)
+
+
+@pytest.mark.parametrize(
     "make",
     [
         lambda seed: AddingTask(length=20, seed=seed, num_test=64, eval_batch_size=16),

@@ -88,25 +88,29 @@ def test_recur_steps_equals_recur_for_every_cell(name: str, learn_h0: bool) -> N
                 torch.testing.assert_close(a, b)
 
 
+def total_derivatives(loss: torch.Tensor, steps: list[torch.Tensor]) -> torch.Tensor:
+    """δ_t = ∂L/∂h_t through time, (B, T, H)."""
+    return torch.stack(torch.autograd.grad(loss, steps, retain_graph=True), 1)
+
+
 def test_omega_matches_explicit_jacobians() -> None:
     model = elman_model()
     x = torch.randn(4, 6, 2)
     hidden, _, steps = model.recur_steps(x)
     loss = model.readout(hidden).pow(2).mean()
-    omega = PascanuOmega().omega(loss, steps, model.rnn)
+    omega = PascanuOmega().omega(total_derivatives(loss, steps), hidden, model.rnn)
 
     ref_loss, ref_steps = reference_run(model, x)
     ref_loss.backward()
     w = model.rnn.weight_hh_l0.detach()
-    terms = []
-    for k in range(len(ref_steps) - 1):
-        delta = ref_steps[k + 1].grad  # (B, H)
-        h_next = ref_steps[k + 1].detach()
-        # ∂h_{k+1}/∂h_k for each sequence: diag(1 - h²) W_hh, applied to δ per sequence
-        carried = torch.stack(
-            [delta[b] @ (torch.diag(1 - h_next[b] ** 2) @ w) for b in range(len(delta))]
-        )
-        terms.append((carried.pow(2).sum() / delta.pow(2).sum() - 1) ** 2)
+    terms = []  # one per sequence and step, as in the paper's code
+    for k in range(len(ref_steps)):
+        delta, h_k = ref_steps[k].grad, ref_steps[k].detach()  # (B, H)
+        for b in range(len(delta)):
+            # δ_k ∂h_k/∂h_{k-1} for sequence b: δ_k diag(1 - h_k²) W_hh
+            carried = delta[b] @ (torch.diag(1 - h_k[b] ** 2) @ w)
+            terms.append((carried.pow(2).sum() / delta[b].pow(2).sum() - 1) ** 2)
+    assert len(terms) == 4 * 6
     torch.testing.assert_close(omega, torch.stack(terms).mean())
 
 
@@ -114,10 +118,31 @@ def test_omega_gradient_reaches_only_w_hh() -> None:
     model = elman_model()
     hidden, _, steps = model.recur_steps(torch.randn(4, 6, 2))
     loss = model.readout(hidden).pow(2).mean()
-    omega = PascanuOmega().omega(loss, steps, model.rnn)
+    omega = PascanuOmega().omega(total_derivatives(loss, steps), hidden, model.rnn)
     w_hh, w_ih = model.rnn.weight_hh_l0, model.rnn.weight_ih_l0
     g_hh, g_ih = torch.autograd.grad(omega, [w_hh, w_ih], allow_unused=True)
     assert g_hh.abs().sum() > 0 and (g_ih is None or g_ih.abs().sum() == 0)
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_omega_backward_equals_autograd_on_loss_plus_alpha_omega(decay: bool) -> None:
+    """The one-pass backward (δ from hooks) leaves the gradient of loss + αΩ, with δ from
+    autograd.grad: the straightforward two-pass form."""
+    model = elman_model()
+    x = torch.randn(4, 6, 2)
+    regularizer = PascanuOmega(alpha=3.0, decay=decay)
+    hidden, _, steps = model.recur_steps(x)
+    loss = model.readout(hidden).pow(2).mean()
+    omega = regularizer.omega(total_derivatives(loss, steps), hidden, model.rnn)
+    alpha = 3.0 / 5 if decay else 3.0
+    expected = torch.autograd.grad(loss + alpha * omega, list(model.parameters()))
+
+    hidden, _, steps = model.recur_steps(x)
+    model.zero_grad()
+    regularizer.backward(model.readout(hidden).pow(2).mean(), steps, model, step=5)
+    for param, grad in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(param.grad, grad)
+    assert regularizer.last_value == pytest.approx(omega.item())
 
 
 def test_omega_refuses_gated_cells() -> None:
@@ -126,7 +151,7 @@ def test_omega_refuses_gated_cells() -> None:
                           "last_step", False, 0.0)  # fmt: skip
     hidden, _, steps = model.recur_steps(torch.randn(2, 4, 2))
     with pytest.raises(RnnexpError, match="Elman-type"):
-        PascanuOmega().omega(model.readout(hidden).sum(), steps, model.rnn)
+        PascanuOmega().backward(model.readout(hidden).sum(), steps, model, step=1)
 
 
 def test_hidden_clip_clamps_every_backpropagated_hidden_gradient() -> None:

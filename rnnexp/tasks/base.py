@@ -170,12 +170,17 @@ class SyntheticTask(Task):
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """``batch_size`` fresh sequences drawn with ``generator``."""
 
+    def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """A training batch; the held-out distribution (:meth:`sample`) unless a task
+        trains on a wider one."""
+        return self.sample(batch_size, generator)
+
     @abstractmethod
     def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
         """Metrics of the model outputs on the held-out batches."""
 
     def train_stream(self, batch_size: int, seed: int) -> BatchStream:
-        return BatchStream(self.sample, batch_size, seed)
+        return BatchStream(self.sample_train, batch_size, seed)
 
     def held_out(self, split: str) -> list[Batch]:
         """The fixed ``train``/``val``/``test`` set, in chunks of ``eval_batch_size`` (cached)."""
@@ -188,10 +193,11 @@ class SyntheticTask(Task):
             offset = {"train": 0, "val": 1, "test": 2}[split]
             generator = torch.Generator().manual_seed(HELD_OUT_SEED_BASE + 3 * self.seed + offset)
             size = self.num_examples["val" if split == "train" else split]
+            draw = self.sample_train if split == "train" else self.sample
             remaining, chunks = size, []
             while remaining > 0:
                 size = min(self.eval_batch_size, remaining)
-                chunks.append(self.sample(size, generator))
+                chunks.append(draw(size, generator))
                 remaining -= size
             self._held_out[split] = chunks
         return self._held_out[split]

@@ -33,6 +33,7 @@ class MemorizationTask(PascanuTask):
         n_pos: positions in the pattern.
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
+        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
     """
 
     name = "memorization"
@@ -49,9 +50,12 @@ class MemorizationTask(PascanuTask):
         num_val: int = 256,
         num_test: int = 1000,
         eval_batch_size: int = 250,
+        train_min_length: int | None = None,
         name: str = "memorization",
     ) -> None:
-        super().__init__(length, solved_error_rate, seed, num_val, num_test, eval_batch_size)
+        super().__init__(
+            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+        )
         if n_values < 2 or n_pos < 1:
             raise RnnexpError(f"task.n_values={n_values} must be >= 2 and task.n_pos={n_pos} >= 1")
         self.n_values, self.n_pos = n_values, n_pos

@@ -9,7 +9,10 @@ common protocol, implemented once here:
   ``[T, 1.1 T)``, i.e. ``T <= l < ceil(1.1 T)`` (just ``T`` when ``T < 10``); all
   sequences of one batch share it, so no padding and no ``lengths`` are needed. The
   held-out sets are made of chunks of ``eval_batch_size`` sequences, each chunk with its
-  own length;
+  own length. With ``train_min_length`` the training batches draw from
+  ``[train_min_length, 1.1 T)`` instead, as the paper's code does when its
+  ``min_length`` is below its ``max_length`` (one model trained on lengths 50 to 200);
+  the held-out sets keep ``[T, 1.1 T)``;
 - relevant events sit at a uniform position in a window ``[a l, b l)`` given as a
   fraction of the sequence length (:func:`window_positions`);
 - a test sequence is wrong when its squared error exceeds 0.04 (real-valued targets) or
@@ -31,10 +34,12 @@ SQUARED_ERROR_TOLERANCE = 0.04  # Pascanu 2013: a real-valued output is wrong ab
 SOLVED_ERROR_RATE = 0.01  # a run succeeds when fewer than 1% of test sequences are wrong
 
 
-def draw_length(length: int, generator: torch.Generator) -> int:
-    """One sequence length, uniform over the integers in ``[length, 1.1 length)``."""
+def draw_length(length: int, generator: torch.Generator, shortest: int | None = None) -> int:
+    """One sequence length, uniform over the integers in ``[length, 1.1 length)``, or in
+    ``[shortest, 1.1 length)`` when ``shortest`` is given."""
     high = max(length + 1, -(-11 * length // 10))  # ceil(1.1 length) in exact integers
-    return int(torch.randint(length, high, (1,), generator=generator).item())
+    low = length if shortest is None else shortest
+    return int(torch.randint(low, high, (1,), generator=generator).item())
 
 
 def window(steps: int, start: float, stop: float) -> tuple[int, int]:
@@ -115,9 +120,12 @@ class PascanuTask(SyntheticTask):
     :meth:`loss` and :meth:`score`.
 
     Args:
-        length: ``T``, the shortest sequence length.
+        length: ``T``, the shortest sequence length of the held-out sets.
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
+        train_min_length: when given, each training batch's length is drawn from
+            ``[train_min_length, 1.1 length)`` (shorter sequences mixed in, as in the
+            paper's code); ``None``: from ``[length, 1.1 length)`` like the held-out sets.
     """
 
     encoder = "linear"
@@ -134,15 +142,26 @@ class PascanuTask(SyntheticTask):
         num_val: int,
         num_test: int,
         eval_batch_size: int,
+        train_min_length: int | None = None,
     ) -> None:
         super().__init__(seed, num_val, num_test, eval_batch_size)
         if length < self.min_length:
             raise RnnexpError(f"task.length={length} must be >= {self.min_length}")
+        if train_min_length is not None and not self.min_length <= train_min_length <= length:
+            raise RnnexpError(
+                f"task.train_min_length={train_min_length} must lie in "
+                f"[{self.min_length}, task.length={length}], or be null"
+            )
         self.length = length
         self.solved_error_rate = solved_error_rate
+        self.train_min_length = train_min_length
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         return self.sample_length(batch_size, draw_length(self.length, generator), generator)
+
+    def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch:
+        steps = draw_length(self.length, generator, self.train_min_length)
+        return self.sample_length(batch_size, steps, generator)
 
     def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
         """``batch_size`` sequences of exactly ``steps`` steps."""
@@ -158,6 +177,7 @@ class MarkedPairTask(PascanuTask):
 
     Args:
         tolerance: largest squared error at the last step that counts as correct.
+        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
     """
 
     input_size = 2
@@ -173,9 +193,12 @@ class MarkedPairTask(PascanuTask):
         num_val: int = 256,
         num_test: int = 1000,
         eval_batch_size: int = 250,
+        train_min_length: int | None = None,
         name: str = "",  # the yaml's `name` key; the class attribute is the task's name
     ) -> None:
-        super().__init__(length, solved_error_rate, seed, num_val, num_test, eval_batch_size)
+        super().__init__(
+            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+        )
         self.tolerance = tolerance
 
     @staticmethod

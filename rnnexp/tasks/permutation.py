@@ -26,6 +26,7 @@ class PermutationTask(LastStepClassificationTask):
         num_symbols: size of the one-hot input (the paper: 100).
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
+        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
     """
 
     name = "permutation"
@@ -40,9 +41,12 @@ class PermutationTask(LastStepClassificationTask):
         num_val: int = 256,
         num_test: int = 1000,
         eval_batch_size: int = 250,
+        train_min_length: int | None = None,
         name: str = "permutation",
     ) -> None:
-        super().__init__(length, solved_error_rate, seed, num_val, num_test, eval_batch_size)
+        super().__init__(
+            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+        )
         if num_symbols < 3:
             raise RnnexpError(f"task.num_symbols={num_symbols} must be >= 3")
         self.input_size = num_symbols

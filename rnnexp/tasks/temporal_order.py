@@ -33,6 +33,7 @@ class TemporalOrderTask(LastStepClassificationTask):
         bits: 2 (4 classes) or 3 (8 classes).
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
+        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
     """
 
     name = "temporal_order"
@@ -48,9 +49,12 @@ class TemporalOrderTask(LastStepClassificationTask):
         num_val: int = 256,
         num_test: int = 1000,
         eval_batch_size: int = 250,
+        train_min_length: int | None = None,
         name: str = "temporal_order",
     ) -> None:
-        super().__init__(length, solved_error_rate, seed, num_val, num_test, eval_batch_size)
+        super().__init__(
+            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+        )
         if bits not in WINDOWS:
             raise RnnexpError(f"task.bits={bits}; choose 2 (4 classes) or 3 (8 classes)")
         self.bits = bits
