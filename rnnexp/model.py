@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnexp.cells.common import HEAD_STD
 from rnnexp.cells.steps import join_state, split_state, step_layers
 from rnnexp.cells.torch_cells import FusedCell
 from rnnexp.crf import CRF
@@ -271,6 +272,10 @@ def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
     )
     directions = 2 if bidirectional else 1
     head = nn.Linear(directions * model_cfg.hidden_size, task.output_size)
+    if (std := HEAD_STD.get(cfg.cell.get("init", "default"))) is not None:
+        with torch.no_grad():  # Pascanu's inits set W_hy too, as his code does
+            head.weight.normal_(0.0, std)
+            head.bias.zero_()
     crf = None
     if model_cfg.get("crf", False):
         if not task.tagging:

@@ -183,3 +183,19 @@ def test_remedies_and_diagnostics_in_a_run(tmp_path: Path) -> None:
         "diagnostics/error_first_over_last",
     } <= set(tags["scalars"])
     assert "gradient_flow" in tags["images"]
+
+
+@pytest.mark.parametrize(("init", "std"), [("tanh_smart", 0.01), ("tanh_basic", 0.1)])
+def test_pascanu_inits_set_the_output_layer_as_his_code(init: str, std: float) -> None:
+    from hydra.utils import instantiate
+
+    from rnnexp.model import build_model
+
+    cfg = compose_config("task=temporal_order", "cell=elman", f"cell.init={init}",
+                         "model.hidden_size=100", "task.bits=3")  # fmt: skip
+    head = build_model(cfg, instantiate(cfg.task)).head  # W_hy (8, 100)
+    assert head.weight.std().item() == pytest.approx(std, rel=0.2)
+    assert not head.bias.any()
+    default = build_model(compose_config("task=temporal_order", "cell=elman"),
+                          instantiate(cfg.task)).head  # fmt: skip
+    assert default.bias.any()  # other inits: torch's nn.Linear default

@@ -28,6 +28,9 @@ biases) are applied after the init. Tensors named ``weight_ih*`` are input weigh
 ``weight_hh*`` / ``weight_yh*`` recurrent weights (split into ``H``-row gate blocks),
 ``bias*`` biases; other tensors (peepholes, gate recurrence, readouts) keep the cell's own
 initialisation except under ``normal`` and Pascanu's inits, which set all weights.
+Pascanu's inits also set the model's output layer as the paper's code does
+(:data:`HEAD_STD`): ``W_hy`` ``N(0, 0.01^2)`` (sigmoid, smart tanh) or ``N(0, 0.1^2)``
+(basic tanh), ``b_hy`` 0.
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ _DEFAULT_SCALE = {
     "normal": 0.1,
     "tanh_smart": 0.95,
 }
+
+
+# std of the output layer W_hy under Pascanu's inits (his code, RNN.py); other inits leave
+# the head at torch's nn.Linear default
+HEAD_STD = {"sigmoid_small": 0.01, "tanh_basic": 0.1, "tanh_smart": 0.01}
 
 
 def check_init(init: str) -> str:
