@@ -59,6 +59,11 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+def reached(value: float, target: float | None, mode: str) -> bool:
+    """Whether ``value`` is at ``target`` or beyond it (``None``: never)."""
+    return target is not None and (value <= target if mode == "min" else value >= target)
+
+
 def make_checkpoint(
     cfg: DictConfig,
     step: int,
@@ -289,6 +294,12 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             if step % tc.eval_every == 0 or step == tc.max_steps:
                 best = evaluate_and_checkpoint(step, best)
                 progress.update(bar, metric=f"{best['val'][task.metric]:.4g}")
+                stop_at = tc.get("stop_at")
+                if best["step"] == step and reached(best["value"], stop_at, task.metric_mode):
+                    log.info("val %s=%.4g reached train.stop_at=%g at step %d: stopping",
+                             task.metric, best["value"], stop_at, step)  # fmt: skip
+                    record.update(stopped_at_target=True)
+                    break
 
     final = log_evaluation(writer, run_dir, task, model, device, "test", step, False)
     writer.close()

@@ -121,3 +121,15 @@ def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
     assert proc.returncode != 0
     metrics = json.loads((run_dirs(tmp_path)[0] / "metrics.json").read_text())
     assert metrics["status"] == "interrupted", err[-2000:]
+
+
+def test_stop_at_ends_the_run_once_val_reaches_the_target(tmp_path: Path) -> None:
+    """timer's metric is nrmse (lower is better): a generous target is reached at the
+    first evaluation, and the run ends there with its test scores; none runs on."""
+    stopped = run(tmp_path / "stopped", "train.max_steps=20", "train.eval_every=4",
+                  "train.stop_at=100.0")  # fmt: skip
+    assert stopped["status"] == "completed" and stopped["steps"] == 4
+    assert stopped["stopped_at_target"] is True and stopped["best"]["step"] == 4
+    assert "nrmse" in stopped["final"]
+    full = run(tmp_path / "full", "train.max_steps=8", "train.eval_every=4")
+    assert full["steps"] == 8 and "stopped_at_target" not in full
