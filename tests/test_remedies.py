@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_config, tiny
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from rnnexp import cells
 from rnnexp.clip import HiddenClip
 from rnnexp.errors import RnnexpError
-from rnnexp.model import SequenceModel
+from rnnexp.model import SequenceModel, build_model
 from rnnexp.regularizers import PascanuOmega
 from rnnexp.runinfo import RunRecord
 from rnnexp.train import train
@@ -187,10 +188,6 @@ def test_remedies_and_diagnostics_in_a_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("init", "std"), [("tanh_smart", 0.01), ("tanh_basic", 0.1)])
 def test_pascanu_inits_set_the_output_layer_as_his_code(init: str, std: float) -> None:
-    from hydra.utils import instantiate
-
-    from rnnexp.model import build_model
-
     cfg = compose_config("task=temporal_order", "cell=elman", f"cell.init={init}",
                          "model.hidden_size=100", "task.bits=3")  # fmt: skip
     head = build_model(cfg, instantiate(cfg.task)).head  # W_hy (8, 100)
