@@ -2,10 +2,13 @@
 
 The model is a char-rnn-sized LSTM language model (one-hot input, ``--layers`` x
 ``--hidden`` LSTM, linear head over ``--vocab`` symbols; random weights: speed does not
-depend on them). Two ways to generate are timed in alternating rounds:
+depend on them). Three ways to generate are timed in alternating rounds:
 
-* ``stepper``: :func:`rnnexp.sample.generate`, the path ``rnnexp sample`` takes (the
-  prompt once, then one token at a time on the module's own weights with plain matmuls);
+* ``rnnexp sample``: :func:`rnnexp.sample.generate`, the command's path (the prompt once,
+  then :class:`~rnnexp.sample.LSTMStepper`, one token at a time, the weights laid out for
+  batch 1, and the Gumbel-max draw);
+* ``Stepper``: the same loop on :class:`~rnnexp.sample.Stepper`, the path of every other
+  cell (per-layer steps on the module's own weights, plain matmuls);
 * ``fused per char``: the naive loop, calling the fused ``nn.LSTM`` on one character at a
   time with its state (it re-packs its weights every call), plus the same head and draw.
 
@@ -24,7 +27,7 @@ from torch.nn import functional as F
 
 from rnnexp.cells import create
 from rnnexp.model import OneHot, SequenceModel
-from rnnexp.sample import Settings, generate
+from rnnexp.sample import NOISE_ROWS, Settings, Stepper, choose, generate, gumbel_noise
 from rnnexp.tasks.charlm import Vocabulary
 
 
@@ -38,6 +41,20 @@ def build(vocab: int, hidden: int, layers: int) -> SequenceModel:
 def stepper_rate(model: SequenceModel, vocab: Vocabulary, chars: int) -> float:
     started = time.perf_counter()
     generate(model, vocab, "ROMEO:", chars, Settings(temperature=1.0), seed=0)
+    return chars / (time.perf_counter() - started)
+
+
+@torch.inference_mode()
+def plain_stepper_rate(model: SequenceModel, chars: int) -> float:
+    """:func:`rnnexp.sample.generate`'s loop with the general :class:`Stepper`."""
+    generator, settings = torch.Generator().manual_seed(0), Settings(temperature=1.0)
+    started = time.perf_counter()
+    stepper = Stepper(model)
+    logits = stepper.prime([0])
+    for n in range(chars):
+        if n % NOISE_ROWS == 0:
+            noise = gumbel_noise(generator, NOISE_ROWS, len(logits))
+        logits = stepper.step(choose(logits, settings, noise[n % NOISE_ROWS], None))
     return chars / (time.perf_counter() - started)
 
 
@@ -69,21 +86,24 @@ def main() -> None:
     # "\n", then " " .. "_" (upper case, digits, punctuation: enough for the prompt "ROMEO:")
     vocab = Vocabulary(["\n"] + [chr(32 + k) for k in range(args.vocab - 1)], "char", None)
     stepper_rate(model, vocab, 200)  # warm-up: allocator, thread pool
+    plain_stepper_rate(model, 200)
     fused_rate(model, 20)
-    stepped, fused = [], []
+    rates: dict[str, list[float]] = {"rnnexp sample": [], "Stepper": [], "fused per char": []}
     for _ in range(args.rounds):
-        stepped.append(stepper_rate(model, vocab, args.chars))
-        fused.append(fused_rate(model, args.fused_chars))
-    step_mid, fused_mid = statistics.median(stepped), statistics.median(fused)
+        rates["rnnexp sample"].append(stepper_rate(model, vocab, args.chars))
+        rates["Stepper"].append(plain_stepper_rate(model, args.chars))
+        rates["fused per char"].append(fused_rate(model, args.fused_chars))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
     print(
         f"{args.layers} x {args.hidden} LSTM, vocabulary {args.vocab}, batch 1, "
         f"{torch.get_num_threads()} thread(s), median of {args.rounds} rounds"
     )
-    print(f"  stepper (rnnexp sample): {step_mid:8.0f} chars/s  (rounds: "
-          f"{', '.join(f'{r:.0f}' for r in stepped)})")  # fmt: skip
-    print(f"  fused nn.LSTM per char:  {fused_mid:8.0f} chars/s  (rounds: "
-          f"{', '.join(f'{r:.0f}' for r in fused)})")  # fmt: skip
-    print(f"  ratio: {step_mid / fused_mid:.1f}x  (target: >= 2000 chars/s)")
+    for name, values in rates.items():
+        rounds = ", ".join(f"{r:.0f}" for r in values)
+        print(f"  {name + ':':16s} {medians[name]:8.0f} chars/s  (rounds: {rounds})")
+    sample, plain, fused = medians.values()
+    print(f"  rnnexp sample / Stepper: {sample / plain:.2f}x; / fused per char: "
+          f"{sample / fused:.1f}x  (target: >= 2000 chars/s)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,18 +1,28 @@
 """Generate text from a trained language model (``rnnexp sample``), O(1) work a token.
 
 The prompt runs once through the model's own (fused) recurrent module, which returns the
-final state. From there :class:`Stepper` advances one token at a time, carrying the state:
-the prefix is never run again. It does *not* call the fused ``nn.LSTM``/``nn.GRU``/
-``nn.RNN`` once per token, because each call re-packs the weights (about 220 chars/s at
-2 x 512 on 2 CPU cores, REFERENCE §4). Instead each layer is a pair of plain functions on
-the module's own tensors, from :mod:`rnnexp.cells.steps`: ``project(x)``, the input
-projection (for the first layer a lookup in a ``(V, G)`` table of every token's
-projection, built once), and ``step(xw, state, t)``, one recurrent matmul and the gate
-arithmetic. A module without such a form is called on one step at a time.
+final state. From there a stepper advances one token at a time, carrying the state: the
+prefix is never run again. It does *not* call the fused ``nn.LSTM``/``nn.GRU``/``nn.RNN``
+once per token, because each call re-packs the weights (about 220 chars/s at 2 x 512 on
+2 CPU cores, REFERENCE §4).
 
-:func:`generate` turns logits into tokens: temperature, top-k, top-p (nucleus), argmax,
-``<unk>`` never emitted, a seeded ``torch.Generator`` so that the same seed gives the same
-text. :func:`sample_run` is the command: it rebuilds the model with
+* :class:`Stepper` works for every cell: each layer is a pair of plain functions on the
+  module's own tensors, from :mod:`rnnexp.cells.steps`: ``project(x)``, the input
+  projection (for the first layer a lookup in a ``(V, G)`` table of every token's
+  projection, built once), and ``step(xw, state, t)``, one recurrent matmul and the gate
+  arithmetic. A module without such a form is called on one step at a time.
+* :class:`LSTMStepper` is the char-rnn model's path (torch's ``nn.LSTM``), about twice
+  as fast (``bench/sample.py``). At batch 1 a step is three matrix-vector products that
+  read every weight once (12 MB at 2 x 512), so it lays the weights out for them: a
+  layer above the first does its two products as one, ``[x, h] @ [W_ih; W_hh]``; each
+  product is split into column blocks, one per thread, computed by one ``bmm`` (a single
+  ``addmm`` at batch 1 runs on one core); the gates are reordered to ``i, f, o, g`` so
+  that one ``sigmoid`` covers three of them.
+
+:func:`choose` turns logits into a token: temperature, top-k, top-p (nucleus), argmax,
+``<unk>`` never emitted, and a Gumbel-max draw from noise that a seeded
+``torch.Generator`` makes :data:`NOISE_ROWS` tokens at a time, so that the same seed gives
+the same text. :func:`sample_run` is the command: it rebuilds the model with
 :func:`rnnexp.evaluate.restore`, the same path as ``rnnexp evaluate``.
 """
 
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
     from rnnexp.tasks.charlm import Vocabulary
 
 TABLE_LIMIT = 1 << 24  # largest (V, G) first-layer table built up front, in elements
+NOISE_ROWS = 64  # tokens' worth of Gumbel noise drawn from the generator at a time
 
 
 class Stepper:
@@ -101,6 +112,125 @@ class Stepper:
         self.state = list(state) if isinstance(state, list) else state
 
 
+class LSTMStepper(Stepper):
+    """:class:`Stepper` for torch's ``nn.LSTM`` at batch 1, laid out for speed.
+
+    Same state (a ``(h, c)`` pair of ``(1, H)`` tensors per layer) and the same logits as
+    :class:`Stepper` up to float rounding; :meth:`step` differs. At batch 1 a step is a
+    few matrix-vector products that read every weight once (12 MB at 2 x 512), bound by
+    memory bandwidth, so the weights are copied once into a layout that lets every thread
+    read its share, in as few calls as possible (``P`` column blocks: torch's thread
+    count when it divides ``4H``, on the CPU; else 1); gates are reordered from torch's
+    ``i, f, g, o`` to ``i, f, o, g`` so that one ``sigmoid`` covers three of them:
+
+    * ``table`` ``(V, 4H)``: every token's first-layer input projection plus both biases.
+    * ``joint`` ``(3P, H, 4H/P)``: ``W_hh`` of layer 0, ``W_ih`` and ``W_hh`` of layer 1,
+      each transposed and cut into ``P`` column blocks. One ``bmm`` gives layer 1's gates
+      at step ``t`` *and* layer 0's recurrent product for step ``t + 1``: both read only
+      ``h^0_t`` and ``h^1_{t-1}``. (One layer: ``joint`` holds ``W_hh`` only.)
+    * ``upper[k]`` ``(P, 2H, 4H/P)`` for layers ``k >= 2``: ``[W_ih; W_hh]``, one ``bmm``
+      of ``[h^{k-1}_t, h^k_{t-1}]``.
+
+    At 2 x 512 a character is thus a single ``bmm`` (12 MB over both threads) and the
+    gate arithmetic.
+    """
+
+    def __init__(self, model: SequenceModel) -> None:
+        super().__init__(model)
+        rnn, table = model.rnn, self.table
+        assert isinstance(rnn, nn.LSTM) and table is not None, "see LSTMStepper.suits"
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        self.size, self.layer_count = rnn.hidden_size, rnn.num_layers
+        self.blocks = threads if (4 * self.size) % threads == 0 else 1
+        self.table = _ifog(table, dim=1).contiguous()  # (V, 4H)
+        joint = [rnn.weight_hh_l0]
+        self.bias1 = None
+        if self.layer_count > 1:
+            joint += [rnn.weight_ih_l1, rnn.weight_hh_l1]
+            self.bias1 = _ifog(rnn.bias_ih_l1 + rnn.bias_hh_l1, dim=0).view(1, -1)
+        self.joint = torch.cat([self._blocks(w) for w in joint])  # (3P, H, 4H/P)
+        self.upper = []  # layers 2..L-1: (weights (P, 2H, 4H/P), bias (P, 1, 4H/P))
+        for k in range(2, self.layer_count):
+            w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
+            bias = getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}")
+            both = self._blocks(torch.cat([w_ih, w_hh], dim=1))
+            self.upper.append((both, _ifog(bias, dim=0).view(self.blocks, 1, -1)))
+        # (H, V) and (1, V): addmm on a contiguous right operand, not F.linear's transposed
+        # view (about 35 us against 15 at batch 1)
+        self.head_weight = model.head.weight.t().contiguous()
+        self.head_bias = model.head.bias.view(1, -1)
+        self.pending: Tensor | None = None  # (1, 4H): W_hh h^0_t, layer 0's next product
+
+    @staticmethod
+    def suits(model: SequenceModel) -> bool:
+        """Whether ``model`` is one this stepper runs: a one-direction ``nn.LSTM`` with
+        biases and no projections, whose first layer reads a lookup table."""
+        rnn = model.rnn
+        return (
+            isinstance(rnn, nn.LSTM)
+            and rnn.bias
+            and not rnn.proj_size
+            and not rnn.bidirectional
+            and isinstance(model.encoder, nn.Embedding | OneHot)
+            and model.head.out_features * 4 * rnn.hidden_size <= TABLE_LIMIT
+        )
+
+    def _blocks(self, weight: Tensor) -> Tensor:
+        """torch's ``(4H, K)`` weight -> ``(P, K, 4H/P)``: transposed, gates ``i, f, o, g``,
+        cut into ``P`` column blocks."""
+        columns = _ifog(weight, dim=0).t()  # (K, 4H)
+        return columns.reshape(len(columns), self.blocks, -1).transpose(0, 1).contiguous()
+
+    def prime(self, ids: list[int]) -> Tensor:
+        self.pending = None
+        return super().prime(ids)
+
+    def restore(self, snapshot: tuple[Any, int]) -> None:
+        self.pending = None
+        super().restore(snapshot)
+
+    def step(self, token: int) -> Tensor:
+        size, blocks = self.size, self.blocks
+        h, c = self.state[0]
+        if self.pending is None:  # after prime/restore, and always with one layer
+            self.pending = torch.bmm(h.expand(blocks, 1, size), self.joint[:blocks]).view(1, -1)
+        x, c = _lstm_cell(self.pending + self.table[token : token + 1], c, size)
+        self.state[0] = (x, c)
+        self.pending = None
+        if self.layer_count > 1:  # (3P, 1, H) @ (3P, H, 4H/P) -> 3 rows of (1, 4H)
+            h, c = self.state[1]
+            inputs = torch.cat([x.expand(2 * blocks, size), h.expand(blocks, size)])
+            products = torch.bmm(inputs.unsqueeze(1), self.joint).view(3, -1)
+            self.pending = products[0:1]
+            x, c = _lstm_cell(products[1:2] + products[2:3] + self.bias1, c, size)
+            self.state[1] = (x, c)
+        for k, (weight, bias) in enumerate(self.upper, start=2):
+            h, c = self.state[k]
+            both = torch.cat([x, h], dim=1).expand(blocks, 1, 2 * size)  # (P, 1, 2H)
+            x, c = _lstm_cell(torch.baddbmm(bias, both, weight).view(1, -1), c, size)
+            self.state[k] = (x, c)
+        self.t += 1
+        return torch.addmm(self.head_bias, x, self.head_weight)[0]
+
+
+def _lstm_cell(gates: Tensor, c: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """``(h, c)`` from the gates ``(1, 4H)`` in the order ``i, f, o, g`` and ``c_{t-1}``."""
+    i, f, o = gates[:, : 3 * size].sigmoid().chunk(3, dim=1)
+    c = torch.addcmul(f * c, i, gates[:, 3 * size :].tanh())
+    return o * c.tanh(), c
+
+
+def _ifog(gates: Tensor, dim: int) -> Tensor:
+    """torch's LSTM gate order ``i, f, g, o`` along ``dim`` -> ``i, f, o, g``."""
+    i, f, g, o = gates.chunk(4, dim=dim)
+    return torch.cat([i, f, o, g], dim=dim)
+
+
+def stepper_for(model: SequenceModel) -> Stepper:
+    """The fastest stepper that runs ``model``."""
+    return LSTMStepper(model) if LSTMStepper.suits(model) else Stepper(model)
+
+
 @dataclass
 class Settings:
     """How a token is drawn from the logits."""
@@ -120,34 +250,38 @@ class Settings:
         return self
 
 
-def choose(
-    logits: Tensor, settings: Settings, generator: torch.Generator, banned: int | None
-) -> int:
-    """One token id from ``logits`` ``(V,)`` (on the CPU); ``banned`` is never chosen.
+def choose(logits: Tensor, settings: Settings, noise: Tensor, banned: int | None) -> int:
+    """One token id from ``logits`` ``(V,)``; ``banned`` is never chosen.
 
-    The draw is an exponential race, ``argmax(p / E)`` with ``E ~ Exp(1)`` per token, which
-    picks token ``i`` with probability ``p_i`` and never one with ``p_i = 0``; it is about
-    3x cheaper than ``torch.multinomial`` for one draw.
+    ``noise`` ``(V,)`` is standard Gumbel noise (:func:`gumbel_noise`): ``argmax(scores +
+    noise)`` picks token ``i`` with probability ``softmax(scores)_i`` (the Gumbel-max
+    trick), and never one whose score is ``-inf``. Two cheap ops a token, against a
+    ``softmax`` and a ``torch.multinomial`` call.
     """
-    logits = logits.float()
+    scores = logits.float()
     if banned is not None:
-        logits = logits.clone()
-        logits[banned] = -float("inf")
+        scores = scores.clone()
+        scores[banned] = -float("inf")
     if settings.argmax:
-        return int(logits.argmax())
+        return int(scores.argmax())
     if settings.temperature != 1.0:
-        logits = logits / settings.temperature
-    if settings.top_k is not None and settings.top_k < len(logits):
-        kth = torch.topk(logits, settings.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, -float("inf"))
+        scores = scores / settings.temperature
+    if settings.top_k is not None and settings.top_k < len(scores):
+        kth = torch.topk(scores, settings.top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
     if settings.top_p is not None and settings.top_p < 1:
-        ordered, order = torch.sort(logits, descending=True)
+        ordered, order = torch.sort(scores, descending=True)
         probs = F.softmax(ordered, dim=0)
         drop = probs.cumsum(0) - probs >= settings.top_p  # mass before it already enough
-        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), -float("inf"))
-    probs = F.softmax(logits, dim=0)
-    race = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(1e-30)
-    return int((probs / race).argmax())
+        scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), -float("inf"))
+    return int((scores + noise).argmax())
+
+
+def gumbel_noise(generator: torch.Generator, rows: int, size: int) -> Tensor:
+    """``(rows, size)`` standard Gumbel noise, ``-log E`` with ``E ~ Exp(1)``, drawn from
+    ``generator`` in one call (one row per token: see :func:`choose`)."""
+    exponential = torch.empty(rows, size).exponential_(generator=generator)
+    return exponential.clamp_min_(1e-30).log_().neg_()
 
 
 def generate(
@@ -194,7 +328,7 @@ def _generate(
     num_samples: int,
     emit: Callable[[int, str], None] | None,
 ) -> list[str]:
-    stepper = Stepper(model)
+    stepper = stepper_for(model)
     logits = stepper.prime(ids)
     after_prime = stepper.snapshot()
     texts = []
@@ -206,7 +340,9 @@ def _generate(
             emit(k, pieces[0])
         next_logits = logits
         for n in range(length):
-            token = choose(next_logits.cpu(), settings, generator, vocab.unk_id)
+            if n % NOISE_ROWS == 0:  # the next NOISE_ROWS tokens' noise
+                noise = gumbel_noise(generator, NOISE_ROWS, len(logits))
+            token = choose(next_logits.cpu(), settings, noise[n % NOISE_ROWS], vocab.unk_id)
             piece = vocab.piece(token, previous)
             pieces.append(piece)
             if emit is not None:

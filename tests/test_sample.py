@@ -17,7 +17,16 @@ from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import restore
 from rnnexp.model import OneHot, SequenceModel
 from rnnexp.runinfo import RunRecord
-from rnnexp.sample import Settings, Stepper, choose, generate, sample_run
+from rnnexp.sample import (
+    LSTMStepper,
+    Settings,
+    Stepper,
+    choose,
+    generate,
+    gumbel_noise,
+    sample_run,
+    stepper_for,
+)
 from rnnexp.tasks.charlm import UNK_WORD, Vocabulary
 from rnnexp.train import train
 
@@ -69,6 +78,36 @@ def test_stepping_one_token_at_a_time_equals_the_full_forward(cell, options, enc
     torch.testing.assert_close(torch.stack(got), expected[0, 2:], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("layers", "encoder"), [(1, "onehot"), (2, "embedding"), (3, "onehot")])
+def test_the_lstm_stepper_equals_the_full_forward(layers, encoder, threads) -> None:
+    model = lm("lstm", {}, encoder, layers=layers)
+    tokens = torch.randint(VOCAB, (20,), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, _ = model(tokens.unsqueeze(0))  # (1, 20, V)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the weights are cut in one column block per thread
+    try:
+        with torch.inference_mode():
+            stepper = stepper_for(model)
+            assert isinstance(stepper, LSTMStepper) and stepper.blocks == threads
+            got = [stepper.prime(tokens[:3].tolist())]
+            got += [stepper.step(int(t)) for t in tokens[3:]]
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(torch.stack(got), expected[0, 2:], atol=1e-5, rtol=1e-4)
+
+
+def test_the_lstm_stepper_is_only_for_torch_lstms_it_can_run() -> None:
+    assert LSTMStepper.suits(lm("lstm", {}))
+    for cell, options in [("gru", {}), ("lstm_cifg", {}), ("lstm_peephole", {})]:
+        assert not LSTMStepper.suits(lm(cell, options))
+        assert type(stepper_for(lm(cell, options))) is Stepper
+    model = lm("lstm", {}, layers=1)
+    model.rnn = torch.nn.LSTM(VOCAB, 12, batch_first=True, bias=False)
+    assert not LSTMStepper.suits(model)
+
+
 def test_unknown_modules_fall_back_to_one_step_calls() -> None:
     model = lm("lstm", {}, layers=1)
     model.rnn = torch.nn.LSTM(VOCAB, 12, batch_first=True, proj_size=0, bias=False)
@@ -101,16 +140,27 @@ def test_same_seed_same_text_and_settings() -> None:
     assert generate(model, vocab, "", 5, seed=0)[0] != ""  # an empty prompt starts at a line
 
 
+def test_the_gumbel_max_draw_follows_the_softmax() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    noise = gumbel_noise(torch.Generator().manual_seed(0), 40_000, 4)
+    drawn = torch.tensor([choose(logits, Settings(), row, None) for row in noise])
+    frequencies = torch.bincount(drawn, minlength=4) / len(drawn)
+    torch.testing.assert_close(frequencies, torch.softmax(logits, 0), atol=0.01, rtol=0)
+    drawn = torch.tensor([choose(logits, Settings(temperature=2.0), row, None) for row in noise])
+    frequencies = torch.bincount(drawn, minlength=4) / len(drawn)
+    torch.testing.assert_close(frequencies, torch.softmax(logits / 2, 0), atol=0.01, rtol=0)
+
+
 def test_top_k_and_top_p_restrict_the_draw() -> None:
     logits = torch.tensor([3.0, 2.0, 1.0, 0.0, -1.0])
-    generator = torch.Generator().manual_seed(0)
-    drawn = {choose(logits, Settings(top_k=2), generator, None) for _ in range(300)}
+    noise = gumbel_noise(torch.Generator().manual_seed(0), 300, 5)
+    drawn = {choose(logits, Settings(top_k=2), row, None) for row in noise}
     assert drawn == {0, 1}
     probs = torch.softmax(logits, 0)  # 0.64, 0.24, 0.09, ...: top-p 0.8 keeps the first two
     assert probs[:1].sum() < 0.8 < probs[:2].sum()
-    drawn = {choose(logits, Settings(top_p=0.8), generator, None) for _ in range(300)}
+    drawn = {choose(logits, Settings(top_p=0.8), row, None) for row in noise}
     assert drawn == {0, 1}
-    drawn = {choose(logits, Settings(temperature=100.0), generator, 0) for _ in range(300)}
+    drawn = {choose(logits, Settings(temperature=100.0), row, 0) for row in noise}
     assert drawn == {1, 2, 3, 4}  # banned never drawn, high temperature: all the others
     for bad, message in [(Settings(temperature=0), "temperature"), (Settings(top_k=0), "top-k"),
                          (Settings(top_p=1.5), "top-p")]:  # fmt: skip
