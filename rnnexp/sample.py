@@ -11,13 +11,12 @@ once per token, because each call re-packs the weights (about 220 chars/s at 2 x
   projection (for the first layer a lookup in a ``(V, G)`` table of every token's
   projection, built once), and ``step(xw, state, t)``, one recurrent matmul and the gate
   arithmetic. A module without such a form is called on one step at a time.
-* :class:`LSTMStepper` is the char-rnn model's path (torch's ``nn.LSTM``), about twice
-  as fast (``bench/sample.py``). At batch 1 a step is three matrix-vector products that
-  read every weight once (12 MB at 2 x 512), so it lays the weights out for them: a
-  layer above the first does its two products as one, ``[x, h] @ [W_ih; W_hh]``; each
-  product is split into column blocks, one per thread, computed by one ``bmm`` (a single
-  ``addmm`` at batch 1 runs on one core); the gates are reordered to ``i, f, o, g`` so
-  that one ``sigmoid`` covers three of them.
+* :class:`LSTMStepper` is the char-rnn model's path (torch's ``nn.LSTM``), about 1.7x
+  as fast (``bench/sample.py``). At batch 1 a step is a few matrix-vector products that
+  read every weight once (12 MB at 2 x 512), bound by memory bandwidth, so it copies the
+  weights once into column blocks, one per thread, multiplied by one ``bmm`` (a single
+  ``addmm`` at batch 1 runs on one core), and joins the products so that a 2-layer
+  step is one call (see the class).
 
 :func:`choose` turns logits into a token: temperature, top-k, top-p (nucleus), argmax,
 ``<unk>`` never emitted, and a Gumbel-max draw from noise that a seeded
