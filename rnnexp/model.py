@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -63,6 +64,17 @@ def recur_padded(rnn: nn.Module, x: Tensor, lengths: Tensor, state: Any) -> tupl
     return rnn(x, state)  # final state: at the padded end; text tasks do not carry it
 
 
+class PaddedRecurrence(nn.Module):
+    """:func:`recur_padded` as a module, so that ``functional_call`` can swap its weights."""
+
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: Tensor, lengths: Tensor, state: Any) -> tuple[Tensor, Any]:
+        return recur_padded(self.rnn, x, lengths, state)
+
+
 def pool(hidden: Tensor, lengths: Tensor | None, how: str) -> Tensor:
     """Mean or max of ``hidden`` ``(B, T, D)`` over each sequence's real steps: ``(B, D)``."""
     if lengths is None:
@@ -91,6 +103,11 @@ class SequenceModel(nn.Module):
         input_dropout: dropout on the encoder's output (e.g. word embeddings).
         crf: a :class:`rnnexp.crf.CRF` over the head's per-step scores (taggers); the
             task's loss and decoding use it, the head's output stays the emissions.
+        weight_drop: DropConnect on the recurrent weights ``W_hh`` while training (Wan et
+            al. 2013, as AWD-LSTM uses it: Merity et al. 2018, Regularizing and optimizing
+            LSTM language models): each batch zeroes this fraction of every
+            ``weight_hh_l*`` entry, one mask for all its steps, and scales the rest by
+            ``1 / (1 - p)``. The fused kernels still run; the parameters keep their names.
 
     With ``lengths`` (right-padded batches of sequences of different lengths), the
     recurrence is padding-safe: see :func:`recur_padded`.
@@ -107,12 +124,23 @@ class SequenceModel(nn.Module):
         pooling: str = "last",
         input_dropout: float = 0.0,
         crf: CRF | None = None,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
         if head_mode not in ("every_step", "last_step"):
             raise RnnexpError(f"unknown head {head_mode!r}; choose every_step or last_step")
         if pooling not in POOLINGS:
             raise RnnexpError(f"model.pooling={pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        if not 0.0 <= weight_drop < 1.0:
+            raise RnnexpError(f"model.weight_drop={weight_drop}; use a fraction in [0, 1)")
+        # The recurrent weights DropConnect masks: torch's names, W_hh of every layer.
+        self.dropped_weights = [n for n, _ in rnn.named_parameters() if n.startswith("weight_hh")]
+        if weight_drop and not self.dropped_weights:
+            raise RnnexpError(
+                f"model.weight_drop={weight_drop}, but this cell has no trainable recurrent "
+                "weights (weight_hh_l*) to drop; set model.weight_drop=0"
+            )
+        self.weight_drop = weight_drop
         self.encoder = encoder
         # Identity when 0: the synthetic tasks' fast path stays exactly as it was.
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
@@ -139,10 +167,24 @@ class SequenceModel(nn.Module):
         and diagnostics can reach the hidden states ``h_t``. ``lengths`` ``(B,)``: the
         real steps of right-padded sequences (``None``: all ``T`` are real).
         """
-        x = self.input_dropout(self.encoder(inputs))
+        x = self.input_dropout(self.encoder(inputs))  # (B, T, I)
+        if self.weight_drop and self.training:
+            return self._recur_weight_dropped(x, state, lengths)
         if lengths is None:
             return self.rnn(x, state)
         return recur_padded(self.rnn, x, lengths, state)
+
+    def _recur_weight_dropped(
+        self, x: Tensor, state: Any, lengths: Tensor | None
+    ) -> tuple[Tensor, Any]:
+        """:meth:`recur` with DropConnect on ``W_hh``: the masked copies stand in for the
+        parameters during this call only, so the gradient reaches them through the mask."""
+        parameters = dict(self.rnn.named_parameters())
+        dropped = {n: F.dropout(parameters[n], self.weight_drop) for n in self.dropped_weights}
+        if lengths is None:
+            return functional_call(self.rnn, dropped, (x, state))
+        dropped = {f"rnn.{name}": weight for name, weight in dropped.items()}
+        return functional_call(PaddedRecurrence(self.rnn), dropped, (x, lengths, state))
 
     def recur_steps(
         self, inputs: Tensor, state: Any = None, grad_hook: Callable | None = None
@@ -164,6 +206,11 @@ class SequenceModel(nn.Module):
             raise RnnexpError(
                 "step-by-step hidden states (regularizer=pascanu, clip=hidden, diagnostics) "
                 "need a one-direction net: set model.bidirectional=false"
+            )
+        if self.weight_drop and self.training:
+            raise RnnexpError(
+                "model.weight_drop works on whole-sequence recurrences only, not with "
+                "regularizer=pascanu or clip=hidden; set model.weight_drop=0"
             )
         x = self.input_dropout(self.encoder(inputs))  # (B, T, I)
         layers = step_layers(self.rnn)
@@ -293,6 +340,7 @@ def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
         pooling=model_cfg.get("pooling", "last"),
         input_dropout=model_cfg.get("input_dropout", 0.0),
         crf=crf,
+        weight_drop=model_cfg.get("weight_drop", 0.0),
     )
     task.bind(model)  # e.g. pretrained vectors into the embedding, the CRF for the loss
     return model

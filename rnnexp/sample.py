@@ -59,17 +59,22 @@ class Stepper:
     """
 
     def __init__(self, model: SequenceModel) -> None:
-        if model.bidirectional:
-            raise RnnexpError("a bidirectional model reads the future and cannot generate text")
-        self.model = model
+        self._start(model)
         self.layers = step_layers(model.rnn)  # None: call the module one step at a time
-        self.device = next(model.parameters()).device
+        self.per_layer = self.layers is not None  # the state as one (B, H) tuple per layer
         self.table: Tensor | None = None  # (V, G): the first layer's input projections
         if self.layers is not None and isinstance(model.encoder, nn.Embedding | OneHot):
             tokens = torch.arange(model.head.out_features, device=self.device)
             first = self.layers[0].project(model.encoder(tokens[None, :1])[0])  # (1, G)
             if len(tokens) * first.shape[1] <= TABLE_LIMIT:
                 self.table = self.layers[0].project(model.encoder(tokens[None])[0])
+
+    def _start(self, model: SequenceModel) -> None:
+        """What every stepper holds: the model, its device, the state and the clock."""
+        if model.bidirectional:
+            raise RnnexpError("a bidirectional model reads the future and cannot generate text")
+        self.model = model
+        self.device = next(model.parameters()).device
         self.state: Any = None
         self.t = 0  # absolute step (the clockwork cell's clock)
 
@@ -77,10 +82,10 @@ class Stepper:
         tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, P)
         hidden, state = self.model.recur(tokens)  # the fused module, once over the prompt
         self.t = len(ids)
-        if self.layers is None:
-            self.state = state
-        else:  # (L, B, H) tensors (or a tuple of them) -> one tuple of (B, H) per layer
+        if self.per_layer:  # (L, B, H) tensors (or a tuple of them) -> a (B, H) tuple per layer
             self.state = split_state(self.model.rnn, state, 1, hidden)
+        else:
+            self.state = state
         return self.model.readout(hidden[:, -1:])[0, -1]
 
     def step(self, token: int) -> Tensor:
@@ -135,13 +140,17 @@ class LSTMStepper(Stepper):
     """
 
     def __init__(self, model: SequenceModel) -> None:
-        super().__init__(model)
-        rnn, table = model.rnn, self.table
-        assert isinstance(rnn, nn.LSTM) and table is not None, "see LSTMStepper.suits"
+        self._start(model)  # not Stepper.__init__: its per-layer weight copies would go unused
+        self.per_layer = True
+        rnn = model.rnn
+        assert isinstance(rnn, nn.LSTM), "see LSTMStepper.suits"
         threads = torch.get_num_threads() if self.device.type == "cpu" else 1
         self.size, self.layer_count = rnn.hidden_size, rnn.num_layers
         self.blocks = threads if (4 * self.size) % threads == 0 else 1
-        self.table = _ifog(table, dim=1).contiguous()  # (V, 4H)
+        tokens = torch.arange(model.head.out_features, device=self.device)
+        inputs = model.encoder(tokens[None])[0]  # (V, I): every token's encoding
+        table = F.linear(inputs, rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0)  # (V, 4H)
+        self.table = _ifog(table, dim=1).contiguous()
         joint = [rnn.weight_hh_l0]
         self.bias1 = None
         if self.layer_count > 1:

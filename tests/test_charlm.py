@@ -130,7 +130,8 @@ def test_carried_state_changes_training(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
-    common = ["cell=lstm", "model.num_layers=2", "model.dropout=0.2", "sched=constant"]
+    common = ["cell=lstm", "model.num_layers=2", "model.dropout=0.2", "model.weight_drop=0.3",
+              "sched=constant"]  # fmt: skip
     run(tmp_path / "whole", *common, "train.max_steps=20")
     run(tmp_path / "first", *common, "train.max_steps=10")
     run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
