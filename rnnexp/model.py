@@ -179,8 +179,10 @@ class SequenceModel(nn.Module):
     ) -> tuple[Tensor, Any]:
         """:meth:`recur` with DropConnect on ``W_hh``: the masked copies stand in for the
         parameters during this call only, so the gradient reaches them through the mask."""
-        parameters = dict(self.rnn.named_parameters())
-        dropped = {n: F.dropout(parameters[n], self.weight_drop) for n in self.dropped_weights}
+        dropped = {
+            name: F.dropout(self.rnn.get_parameter(name), self.weight_drop)
+            for name in self.dropped_weights
+        }
         if lengths is None:
             return functional_call(self.rnn, dropped, (x, state))
         dropped = {f"rnn.{name}": weight for name, weight in dropped.items()}
