@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 
 from rnnexp import __version__, checkpoint, diagnostics, plots
@@ -64,6 +65,29 @@ def reached(value: float, target: float | None, mode: str) -> bool:
     return target is not None and (value <= target if mode == "min" else value >= target)
 
 
+def ema_of(model: nn.Module, decay: float) -> AveragedModel:
+    r"""An exponential moving average of ``model``'s parameters (Polyak averaging), with
+    timm's warm-up so that early evaluations are not dominated by the initial weights.
+
+    .. math::
+        \bar\theta \leftarrow d_n \bar\theta + (1 - d_n) \theta, \qquad
+        d_n = \min\left(d, \frac{1 + n}{10 + n}\right)
+
+    after each optimizer step, where ``n`` is the number of steps already averaged (the
+    first is copied). ``torch.optim.swa_utils.AveragedModel`` keeps the copy and ``n``.
+    Buffers (fixed reservoirs, masks) are copied, not averaged.
+    """
+    if not 0.0 < decay < 1.0:
+        raise RnnexpError(f"train.ema_decay={decay} is outside (0, 1); use e.g. 0.999, or null")
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        n_steps = int(n.item())  # steps averaged before this one (>= 1 here)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + n_steps) / (10 + n_steps)))
+
+    return AveragedModel(model, multi_avg_fn=update)
+
+
 def make_checkpoint(
     cfg: DictConfig,
     step: int,
@@ -74,18 +98,24 @@ def make_checkpoint(
     task: Task,
     best: dict[str, Any],
     carry: Any = None,
+    ema: AveragedModel | None = None,
 ) -> dict[str, Any]:
     """Everything needed to resume exactly, as tensors and plain Python data.
 
     ``carry`` is the hidden state that the next batch continues from (truncated BPTT over
-    a long stream, e.g. ``task=charlm``), or ``None``.
+    a long stream, e.g. ``task=charlm``), or ``None``. With ``train.ema_decay``, ``model``
+    holds the averaged weights (those that evaluate, sample and predict use) and ``ema``
+    the trained weights and the number of averaged steps, for resuming.
     """
     return {
         "format": checkpoint.FORMAT,
         "rnnexp_version": __version__,
         "step": step,
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "model": model.state_dict(),
+        "model": (ema.module if ema is not None else model).state_dict(),
+        "ema": None
+        if ema is None
+        else {"trained_model": model.state_dict(), "n_averaged": int(ema.n_averaged.item())},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "stream": stream.state_dict(),
@@ -107,9 +137,10 @@ def log_evaluation(
     device: torch.device,
     split: str,
     step: int,
-    histograms: bool,
+    histograms_of: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Score ``split``; log scalars, the task's figures (also as PNG) and histograms."""
+    """Score ``split``; log scalars, the task's figures (also as PNG), and histograms of
+    the weights and gradients of ``histograms_of`` (the trained model) when given."""
     metrics = task.evaluate(model, split, device)
     for key, value in metrics.items():
         writer.add_scalar(f"{split}/{key}", value, step)
@@ -118,8 +149,8 @@ def log_evaluation(
         writer.add_figure(name, fig, step)  # closes the figure
     for name, text in task.texts(model, device).items():
         writer.add_text(name, text, step)  # e.g. samples of a language model
-    if histograms:
-        for name, param in model.named_parameters():
+    if histograms_of is not None:
+        for name, param in histograms_of.named_parameters():
             writer.add_histogram(f"weights/{name}", param.detach(), step)
             if param.grad is not None:
                 writer.add_histogram(f"grads/{name}", param.grad, step)
@@ -151,6 +182,11 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     diagnose_flow = task.diagnostics if tc.diagnostics is None else tc.diagnostics
     step_by_step = regularizer.needs_steps or clip.grad_hook is not None
     stream = task.train_stream(tc.batch_size, tc.seed)
+    if tc.ema_decay is not None and closed_form:
+        raise RnnexpError("train.ema_decay averages gradient steps, and optim=ridge takes none")
+    # ema: the averaged weights, which evaluation, checkpoints and sampling use
+    ema = ema_of(model, tc.ema_decay) if tc.ema_decay is not None else None
+    scored = ema.module if ema is not None else model
     # best: the evaluation with the best value of the task's metric on the val split
     step, best = 0, {"step": None, "metric": task.metric, "value": None, "val": None}
     state = None  # the hidden state carried between batches (Batch.reset_state=False)
@@ -160,7 +196,18 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         if closed_form:
             raise RnnexpError("optim=ridge fits in one pass and cannot resume; drop train.resume")
         saved = checkpoint.load(tc.resume, which="last")
-        checkpoint.load_model_state(model, saved["model"], tc.resume)
+        averaged = saved.get("ema")
+        if (ema is None) != (averaged is None):
+            raise RnnexpError(
+                f"{tc.resume} was trained with train.ema_decay="
+                f"{saved['config']['train'].get('ema_decay')}; resume with the same value"
+            )
+        if averaged is None:
+            checkpoint.load_model_state(model, saved["model"], tc.resume)
+        else:
+            checkpoint.load_model_state(model, averaged["trained_model"], tc.resume)
+            checkpoint.load_model_state(ema.module, saved["model"], tc.resume)
+            ema.n_averaged.fill_(averaged["n_averaged"])
         try:
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
@@ -191,7 +238,11 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
 
     def evaluate_and_checkpoint(step: int, best: dict[str, Any]) -> dict[str, Any]:
         """Score val, log pictures, write last.pt (and best.pt when val improved)."""
-        val = log_evaluation(writer, run_dir, task, model, device, "val", step, tc.histograms)
+        histograms_of = model if tc.histograms else None
+        val = log_evaluation(writer, run_dir, task, scored, device, "val", step, histograms_of)
+        if ema is not None:  # the trained weights too, to see what the average gains
+            for key, value in task.evaluate(model, "val", device).items():
+                writer.add_scalar(f"val_raw/{key}", value, step)
         if diagnose_flow and (batch := task.diagnostics_batch()) is not None:
             title = f"{cfg.cell.name} on {task.name}, step {step}"
             stats, fig = diagnostics.diagnose(model, task, batch, device, title)
@@ -202,7 +253,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         if is_better(val[task.metric], best["value"], task.metric_mode):
             best = {"step": step, "metric": task.metric, "value": val[task.metric], "val": val}
         payload = make_checkpoint(
-            cfg, step, model, optimizer, scheduler, stream, task, best, carry=state
+            cfg, step, model, optimizer, scheduler, stream, task, best, carry=state, ema=ema
         )
         checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
         if best["step"] == step:
@@ -277,6 +328,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             skipped_in_a_row = 0
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
 
             smooth_loss = (
                 loss_value if math.isnan(smooth_loss) else 0.9 * smooth_loss + 0.1 * loss_value
@@ -301,7 +354,9 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                     record.update(stopped_at_target=True)
                     break
 
-    final = log_evaluation(writer, run_dir, task, model, device, "test", step, False)
+    final = log_evaluation(writer, run_dir, task, scored, device, "test", step)
+    if ema is not None:
+        record.update(final_raw=task.evaluate(model, "test", device))
     writer.close()
     record.update(
         status="completed",

@@ -13,7 +13,7 @@ from rnnexp import checkpoint
 from rnnexp.errors import RnnexpError
 from rnnexp.runinfo import RunRecord
 from rnnexp.tasks.timer import TimerTask
-from rnnexp.train import train
+from rnnexp.train import ema_of, train
 
 
 def run(run_dir: Path, *overrides: str) -> dict:
@@ -133,3 +133,36 @@ def test_stop_at_ends_the_run_once_val_reaches_the_target(tmp_path: Path) -> Non
     assert "nrmse" in stopped["final"]
     full = run(tmp_path / "full", "train.max_steps=8", "train.eval_every=4")
     assert full["steps"] == 8 and "stopped_at_target" not in full
+
+
+def test_ema_of_follows_the_warmed_up_average() -> None:
+    layer = torch.nn.Linear(1, 1, bias=False)
+    ema, expected = ema_of(layer, decay=0.9), None
+    for n, value in enumerate([1.0, 3.0, -2.0, 5.0]):
+        layer.weight.data.fill_(value)
+        ema.update_parameters(layer)
+        decay = min(0.9, (1 + n) / (10 + n))  # n steps averaged before; the first copies
+        expected = value if expected is None else decay * expected + (1 - decay) * value
+        assert ema.module.weight.item() == pytest.approx(expected)
+    with pytest.raises(RnnexpError, match="ema_decay"):
+        ema_of(layer, decay=1.0)
+
+
+def test_ema_is_evaluated_checkpointed_and_resumed_exactly(tmp_path: Path) -> None:
+    common = ["cell=lstm", "model.dropout=0.2", "sched=constant", "train.ema_decay=0.8"]
+    whole = run(tmp_path / "whole", *common, "train.max_steps=20")
+    run(tmp_path / "first", *common, "train.max_steps=10")
+    run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
+    assert {**losses(tmp_path / "first"), **losses(tmp_path / "rest")} == losses(tmp_path / "whole")
+    saved = [checkpoint.load(tmp_path / d) for d in ("whole", "rest")]
+    for name, weight in saved[0]["model"].items():  # the averaged weights, bit for bit
+        assert torch.equal(weight, saved[1]["model"][name])
+        assert not torch.equal(weight, saved[0]["ema"]["trained_model"][name])
+    assert saved[0]["ema"]["n_averaged"] == 20
+    # metrics.json: the average's test score, and the trained weights' beside it
+    assert whole["final"]["nrmse"] != whole["final_raw"]["nrmse"]
+    tags = EventAccumulator(str(tmp_path / "whole")).Reload().Tags()["scalars"]
+    assert {"val/nrmse", "val_raw/nrmse"} <= set(tags)
+    with pytest.raises(RnnexpError, match="ema_decay"):  # resuming without it
+        run(tmp_path / "plain", "cell=lstm", "model.dropout=0.2", "train.max_steps=20",
+            f"train.resume={tmp_path / 'first'}")  # fmt: skip
