@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from rnnexp.cells import create
 from rnnexp.model import OneHot, SequenceModel
-from rnnexp.sample import NOISE_ROWS, Settings, Stepper, choose, generate, gumbel_noise
+from rnnexp.sample import Settings, Stepper, generate
 from rnnexp.tasks.charlm import Vocabulary
 
 
@@ -38,23 +38,13 @@ def build(vocab: int, hidden: int, layers: int) -> SequenceModel:
     return SequenceModel(OneHot(vocab), rnn, head, "every_step", False, 0.0).eval()
 
 
-def stepper_rate(model: SequenceModel, vocab: Vocabulary, chars: int) -> float:
+def stepper_rate(
+    model: SequenceModel, vocab: Vocabulary, chars: int, stepper: type[Stepper] | None = None
+) -> float:
+    """Characters per second of :func:`rnnexp.sample.generate` (``stepper``: its default,
+    the fastest, or the one given)."""
     started = time.perf_counter()
-    generate(model, vocab, "ROMEO:", chars, Settings(temperature=1.0), seed=0)
-    return chars / (time.perf_counter() - started)
-
-
-@torch.inference_mode()
-def plain_stepper_rate(model: SequenceModel, chars: int) -> float:
-    """:func:`rnnexp.sample.generate`'s loop with the general :class:`Stepper`."""
-    generator, settings = torch.Generator().manual_seed(0), Settings(temperature=1.0)
-    started = time.perf_counter()
-    stepper = Stepper(model)
-    logits = stepper.prime([0])
-    for n in range(chars):
-        if n % NOISE_ROWS == 0:
-            noise = gumbel_noise(generator, NOISE_ROWS, len(logits))
-        logits = stepper.step(choose(logits, settings, noise[n % NOISE_ROWS], None))
+    generate(model, vocab, "ROMEO:", chars, Settings(temperature=1.0), seed=0, stepper=stepper)
     return chars / (time.perf_counter() - started)
 
 
@@ -86,12 +76,12 @@ def main() -> None:
     # "\n", then " " .. "_" (upper case, digits, punctuation: enough for the prompt "ROMEO:")
     vocab = Vocabulary(["\n"] + [chr(32 + k) for k in range(args.vocab - 1)], "char", None)
     stepper_rate(model, vocab, 200)  # warm-up: allocator, thread pool
-    plain_stepper_rate(model, 200)
+    stepper_rate(model, vocab, 200, Stepper)
     fused_rate(model, 20)
     rates: dict[str, list[float]] = {"rnnexp sample": [], "Stepper": [], "fused per char": []}
     for _ in range(args.rounds):
         rates["rnnexp sample"].append(stepper_rate(model, vocab, args.chars))
-        rates["Stepper"].append(plain_stepper_rate(model, args.chars))
+        rates["Stepper"].append(stepper_rate(model, vocab, args.chars, Stepper))
         rates["fused per char"].append(fused_rate(model, args.fused_chars))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(

@@ -301,6 +301,7 @@ def generate(
     seed: int = 0,
     num_samples: int = 1,
     emit: Callable[[int, str], None] | None = None,
+    stepper: Callable[[SequenceModel], Stepper] | None = None,
 ) -> list[str]:
     """``num_samples`` texts, each ``prime`` followed by ``length`` generated tokens.
 
@@ -309,7 +310,8 @@ def generate(
     same whatever ``num_samples`` is. ``emit(k, text)`` receives sample ``k``'s text piece
     by piece as it is generated (the prompt first). An empty prompt starts from a line
     end when the vocabulary has one (not shown), else from a random token. The model runs
-    where its parameters are; the draws happen on the CPU.
+    where its parameters are; the draws happen on the CPU. ``stepper`` builds the stepper
+    (default :func:`stepper_for`: the fastest that runs the model).
     """
     settings = (settings or Settings()).check()
     if length < 0 or num_samples < 1:
@@ -322,11 +324,12 @@ def generate(
         ids = [start if start is not None else int(torch.randint(len(vocab), (1,),
                                                                  generator=generator))]  # fmt: skip
     with torch.inference_mode():  # no autograd bookkeeping: cheaper ops on the hot path
-        return _generate(model, vocab, ids, shown, length, settings, generator, num_samples, emit)
+        steps = (stepper or stepper_for)(model)
+        return _generate(steps, vocab, ids, shown, length, settings, generator, num_samples, emit)
 
 
 def _generate(
-    model: SequenceModel,
+    stepper: Stepper,
     vocab: Vocabulary,
     ids: list[int],
     shown: bool,
@@ -336,7 +339,6 @@ def _generate(
     num_samples: int,
     emit: Callable[[int, str], None] | None,
 ) -> list[str]:
-    stepper = stepper_for(model)
     logits = stepper.prime(ids)
     after_prime = stepper.snapshot()
     texts = []

@@ -133,6 +133,7 @@ def test_same_seed_same_text_and_settings() -> None:
     assert a[0].startswith("ab") and len(a[0]) == 52
     three = generate(model, vocab, "ab", 50, seed=7, num_samples=3)
     assert three[0] == a[0] and len(set(three)) == 3  # the first sample does not change
+    assert a == generate(model, vocab, "ab", 50, seed=7, stepper=Stepper)  # the general path
     greedy = generate(model, vocab, "東", 30, Settings(argmax=True), seed=1)
     assert greedy == generate(model, vocab, "東", 30, Settings(argmax=True), seed=2)
     assert greedy == generate(model, vocab, "東", 30, Settings(top_k=1), seed=3)
