@@ -198,9 +198,10 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         saved = checkpoint.load(tc.resume, which="last")
         averaged = saved.get("ema")
         if (ema is None) != (averaged is None):
+            before = saved["config"]["train"].get("ema_decay")
             raise RnnexpError(
                 f"{tc.resume} was trained with train.ema_decay="
-                f"{saved['config']['train'].get('ema_decay')}; resume with the same value"
+                f"{'null' if before is None else before}; resume with the same value"
             )
         if averaged is None:
             checkpoint.load_model_state(model, saved["model"], tc.resume)
