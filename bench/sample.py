@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
 
 from rnnexp.cells import create
 from rnnexp.model import OneHot, SequenceModel
-from rnnexp.sample import Settings, Stepper, generate
+from rnnexp.sample import Settings, Stepper, generate, stepper_for
 from rnnexp.tasks.charlm import Vocabulary
 
 
@@ -39,10 +40,13 @@ def build(vocab: int, hidden: int, layers: int) -> SequenceModel:
 
 
 def stepper_rate(
-    model: SequenceModel, vocab: Vocabulary, chars: int, stepper: type[Stepper] | None = None
+    model: SequenceModel,
+    vocab: Vocabulary,
+    chars: int,
+    stepper: Callable[[SequenceModel], Stepper] = stepper_for,
 ) -> float:
-    """Characters per second of :func:`rnnexp.sample.generate` (``stepper``: its default,
-    the fastest, or the one given)."""
+    """Characters per second of :func:`rnnexp.sample.generate` with ``stepper`` (by
+    default the command's choice, :func:`~rnnexp.sample.stepper_for`)."""
     started = time.perf_counter()
     generate(model, vocab, "ROMEO:", chars, Settings(temperature=1.0), seed=0, stepper=stepper)
     return chars / (time.perf_counter() - started)

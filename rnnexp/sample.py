@@ -301,7 +301,7 @@ def generate(
     seed: int = 0,
     num_samples: int = 1,
     emit: Callable[[int, str], None] | None = None,
-    stepper: Callable[[SequenceModel], Stepper] | None = None,
+    stepper: Callable[[SequenceModel], Stepper] = stepper_for,
 ) -> list[str]:
     """``num_samples`` texts, each ``prime`` followed by ``length`` generated tokens.
 
@@ -311,7 +311,7 @@ def generate(
     by piece as it is generated (the prompt first). An empty prompt starts from a line
     end when the vocabulary has one (not shown), else from a random token. The model runs
     where its parameters are; the draws happen on the CPU. ``stepper`` builds the stepper
-    (default :func:`stepper_for`: the fastest that runs the model).
+    (:func:`stepper_for`, the default, picks the fastest that runs the model).
     """
     settings = (settings or Settings()).check()
     if length < 0 or num_samples < 1:
@@ -324,8 +324,9 @@ def generate(
         ids = [start if start is not None else int(torch.randint(len(vocab), (1,),
                                                                  generator=generator))]  # fmt: skip
     with torch.inference_mode():  # no autograd bookkeeping: cheaper ops on the hot path
-        steps = (stepper or stepper_for)(model)
-        return _generate(steps, vocab, ids, shown, length, settings, generator, num_samples, emit)
+        return _generate(
+            stepper(model), vocab, ids, shown, length, settings, generator, num_samples, emit
+        )
 
 
 def _generate(
