@@ -3,7 +3,8 @@
 A checkpoint is a dict (see :func:`rnnexp.train.make_checkpoint`) with ``format``,
 ``step``, ``config`` (the resolved run config as plain dicts), ``model``, ``optimizer``
 and ``scheduler`` state dicts, the ``task`` state, RNG states and ``best`` (and ``ema`` with
-``train.ema_decay``: ``model`` then holds the averaged weights). No pickled
+``train.ema_decay``: ``model`` then holds the averaged weights; ``calibration`` with
+``task.calibrate``: the softmax temperature, the weights staying as trained). No pickled
 objects: :func:`load` uses ``torch.load(weights_only=True)``, which refuses anything
 but tensors and plain containers, so opening a checkpoint cannot run code.
 """

@@ -50,7 +50,10 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 def restore(
     path_or_run_dir: str | Path, which: str = "best", overrides: list[str] | None = None
 ) -> Restored:
-    """Load a checkpoint and rebuild its task and model from the config saved with it."""
+    """Load a checkpoint and rebuild its task and model from the config saved with it.
+
+    A checkpoint with a ``calibration`` (``task.calibrate``) gets its softmax temperature
+    folded into the head, unless the override ``task.calibrate=false`` is given."""
     path = checkpoint.resolve(path_or_run_dir, which)
     payload = checkpoint.load(path)
     cfg = apply_overrides(OmegaConf.create(payload["config"]), list(overrides or []))
@@ -59,6 +62,9 @@ def restore(
     task.load_state_dict(payload["task"])
     model = build_model(cfg, task)
     checkpoint.load_model_state(model, payload["model"], path)
+    calibration = payload.get("calibration")  # task.calibrate: fold T into the head
+    if calibration is not None and cfg.task.get("calibrate", False):
+        model.divide_logits(calibration["temperature"])
     model.to(device).eval()
     return Restored(path, payload, cfg, task, model, device)
 

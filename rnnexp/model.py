@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -249,6 +250,16 @@ class SequenceModel(nn.Module):
             state = (layers, *state[1:]) if isinstance(state, tuple) else layers
             steps.append(h_t)
         return torch.stack(steps, dim=1), state, steps
+
+    @torch.no_grad()
+    def divide_logits(self, temperature: float) -> None:
+        """Fold a softmax temperature into the head, ``W, b <- W / T, b / T``, so that
+        every reader of the head (evaluation, the sampling steppers, ``predict``) gets
+        ``logits / T`` without knowing of it (``task.calibrate``)."""
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise RnnexpError(f"softmax temperature {temperature}; it must be positive")
+        self.head.weight.div_(temperature)
+        self.head.bias.div_(temperature)
 
     def readout(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The head on the hidden states: ``(B, T, O)`` or ``(B, O)`` (``last_step``)."""

@@ -7,6 +7,7 @@ score the held-out test set and write ``metrics.json``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import signal
@@ -127,6 +128,30 @@ def make_checkpoint(
         "best": best,
         "carry": carry,
     }
+
+
+def calibrate_checkpoints(
+    run_dir: Path,
+    task: Task,
+    model: nn.Module,
+    device: torch.device,
+    step: int,
+    calibration: dict[str, float],
+) -> None:
+    """Add ``calibration`` (fit on ``model``, the weights of ``step``) to ``last.pt`` and
+    ``best.pt``; a ``best.pt`` from an earlier step gets a temperature fit on its own
+    weights. The weights stay as trained, so ``train.resume`` continues exactly;
+    :func:`rnnexp.evaluate.restore` folds the temperature into the head."""
+    for name in ("last.pt", "best.pt"):
+        path = run_dir / "checkpoints" / name
+        payload = checkpoint.load(path)
+        if payload["step"] == step:
+            payload["calibration"] = calibration
+        else:
+            earlier = copy.deepcopy(model)
+            checkpoint.load_model_state(earlier, payload["model"], path)
+            payload["calibration"] = task.calibrate(earlier, device)
+        checkpoint.save(payload, path)
 
 
 def log_evaluation(
@@ -355,6 +380,13 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                     record.update(stopped_at_target=True)
                     break
 
+    calibration = task.calibrate(scored, device)  # task.calibrate: charlm's temperature
+    if calibration is not None:
+        record.update(final_uncalibrated=task.evaluate(scored, "test", device))
+        calibrate_checkpoints(run_dir, task, scored, device, step, calibration)
+        scored.divide_logits(calibration["temperature"])  # for the test score below
+        record.update(calibration=calibration)
+        writer.add_scalar("calibration/temperature", calibration["temperature"], step)
     final = log_evaluation(writer, run_dir, task, scored, device, "test", step)
     if ema is not None:
         record.update(final_raw=task.evaluate(model, "test", device))

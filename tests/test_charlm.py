@@ -3,6 +3,7 @@ metrics, exact resume, word level, and the checked download."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from pathlib import Path
@@ -154,6 +155,60 @@ def test_evaluation_is_one_full_pass_with_the_state_carried(corpus: Path) -> Non
     torch.nn.init.zeros_(zero.head.weight), torch.nn.init.zeros_(zero.head.bias)
     uniform = task.evaluate(zero, "val", torch.device("cpu"))
     assert uniform["loss"] == pytest.approx(math.log(len(task.vocab)))
+
+
+def test_calibration_finds_the_val_minimising_temperature(tmp_path: Path, corpus: Path) -> None:
+    run(tmp_path, f"task.data.path={corpus}", "model.hidden_size=16", "optim.lr=0.03")
+    restored = restore(tmp_path, "last")
+    task, model, cpu = restored.task, restored.model, torch.device("cpu")
+    assert task.calibrate(model, cpu) is None  # task.calibrate=false: nothing to do
+    task.calibrate_temperature = True
+    as_trained = task.calibrate(model, cpu)
+
+    def val_loss(temperature: float) -> float:
+        scaled = copy.deepcopy(model)
+        scaled.divide_logits(temperature)
+        return task.evaluate(scaled, "val", cpu)["loss"]
+
+    temperature = as_trained["temperature"]
+    assert as_trained["val_loss_before"] == pytest.approx(val_loss(1.0))
+    assert as_trained["val_loss"] == pytest.approx(val_loss(temperature), rel=1e-6)
+    assert as_trained["val_loss"] < as_trained["val_loss_before"]
+    assert val_loss(temperature) < min(val_loss(temperature * 1.02), val_loss(temperature / 1.02))
+    with torch.no_grad():  # logits 3 times larger: the same fit at 3 times the temperature
+        model.head.weight.mul_(3.0), model.head.bias.mul_(3.0)
+    overconfident = task.calibrate(model, cpu)
+    assert overconfident["temperature"] == pytest.approx(3 * temperature, rel=1e-3)
+    assert overconfident["val_loss"] == pytest.approx(as_trained["val_loss"], rel=1e-6)
+
+
+def test_calibrated_runs_score_and_restore_with_the_temperature_and_resume_exactly(
+    tmp_path: Path,
+) -> None:
+    common = ["task.calibrate=true", "model.hidden_size=16", "sched=constant"]
+    metrics = run(tmp_path / "whole", *common, "train.max_steps=20")
+    calibration = metrics["calibration"]
+    assert (
+        calibration["temperature"] > 0 and calibration["val_loss"] <= calibration["val_loss_before"]
+    )
+    # restore folds the temperature into the head; task.calibrate=false leaves it out
+    calibrated = restore(tmp_path / "whole", "last")
+    plain = restore(tmp_path / "whole", "last", ["task.calibrate=false"])
+    cpu = torch.device("cpu")
+    assert calibrated.task.evaluate(calibrated.model, "test", cpu)["loss"] == pytest.approx(
+        metrics["final"]["loss"]
+    )
+    assert plain.task.evaluate(plain.model, "test", cpu)["loss"] == pytest.approx(
+        metrics["final_uncalibrated"]["loss"]
+    )
+    assert torch.allclose(calibrated.model.head.weight * calibration["temperature"],
+                          plain.model.head.weight)  # fmt: skip
+    assert restore(tmp_path / "whole", "best").payload["calibration"] == calibration
+    # the files keep the trained weights: resuming a calibrated run is still exact
+    run(tmp_path / "first", *common, "train.max_steps=10")
+    run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
+    whole, first, rest = (losses(tmp_path / d) for d in ("whole", "first", "rest"))
+    assert {**first, **rest} == whole
 
 
 def test_word_level_vocabulary(tmp_path: Path) -> None:

@@ -131,6 +131,12 @@ class Task(ABC):
         """A fixed batch for the gradient-flow diagnostics; ``None``: no diagnostics."""
         return None
 
+    def calibrate(self, model: nn.Module, device: torch.device) -> dict[str, float] | None:
+        """Fit the model's softmax temperature on val after training (the training loop
+        folds ``temperature`` into the head); ``None``: the task does not calibrate."""
+        del model, device
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Plain data the task needs to rebuild a trained model (e.g. a vocabulary)."""
         return {}

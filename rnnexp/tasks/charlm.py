@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ UNK_CHAR = "\ufffd"  # held-out characters missing from the training text (U+FFF
 UNK_WORD = "<unk>"
 EOS = "<eos>"  # a line end at level=word
 IGNORE = -100  # F.cross_entropy's ignore_index: padding in the evaluation pass
+MAX_NEWTON_STEPS = 12  # task.calibrate: passes over val to fit the temperature (4-5 suffice)
 
 
 class Vocabulary:
@@ -233,6 +234,8 @@ class CharLMTask(Task):
         eval_batch_size: parallel streams of the evaluation pass.
         num_samples, sample_length, sample_temperature: the samples logged to TensorBoard
             at each evaluation (text ``samples``).
+        calibrate: after training, fit a softmax temperature on val and fold it into the
+            head (:meth:`calibrate`); the test score and the checkpoints then use it.
     """
 
     name = "charlm"
@@ -253,6 +256,7 @@ class CharLMTask(Task):
         num_samples: int = 2,
         sample_length: int = 300,
         sample_temperature: float = 0.8,
+        calibrate: bool = False,
         name: str = "charlm",
     ) -> None:
         self.data = {"path": None, "name": "tinyshakespeare", "cache_dir": None,
@@ -281,6 +285,7 @@ class CharLMTask(Task):
         self.eval_batch_size = eval_batch_size
         self.num_samples, self.sample_length = num_samples, sample_length
         self.sample_temperature = sample_temperature
+        self.calibrate_temperature = calibrate
         self._vocab: Vocabulary | None = None  # from the training text or a checkpoint
         self._splits: dict[str, Tensor] | None = None  # read lazily: sampling needs no data
 
@@ -385,6 +390,19 @@ class CharLMTask(Task):
         at a time with the state carried, so every token but the first is predicted once,
         from all the text before it in its stream.
         """
+        total, count = torch.zeros((), dtype=torch.float64), 0
+        for logits, targets in self._pass(model, split, device):
+            total += F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum").cpu()
+            count += int((targets != IGNORE).sum())
+        loss = total.item() / count
+        unit = "char" if self.level == "char" else "word"
+        return {"loss": loss, f"bits_per_{unit}": loss / math.log(2), "perplexity": math.exp(loss)}
+
+    def _pass(
+        self, model: nn.Module, split: str, device: torch.device
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """:meth:`evaluate`'s pass: ``(logits (N, V) float32, targets (N,))`` a chunk at
+        a time, the padding at the end of the last stream marked ``IGNORE``."""
         tokens = self.split(split)
         limit = self.limits[split]
         if limit is not None:
@@ -396,20 +414,62 @@ class CharLMTask(Task):
         targets = torch.full((streams * length,), IGNORE, dtype=torch.long)
         inputs[:count], targets[:count] = tokens[:-1], tokens[1:]
         inputs, targets = inputs.view(streams, length), targets.view(streams, length)
-        total, state = torch.zeros((), dtype=torch.float64), None
+        state = None
         with eval_mode(model):
             for start in range(0, length, self.seq_len):
                 chunk = slice(start, start + self.seq_len)
                 output, state = model(inputs[:, chunk].to(device), state)
-                total += F.cross_entropy(
+                yield (
                     output.float().reshape(-1, output.shape[-1]),
                     targets[:, chunk].reshape(-1).to(device),
-                    ignore_index=IGNORE,
-                    reduction="sum",
-                ).cpu()
-        loss = total.item() / count
-        unit = "char" if self.level == "char" else "word"
-        return {"loss": loss, f"bits_per_{unit}": loss / math.log(2), "perplexity": math.exp(loss)}
+                )
+
+    @torch.no_grad()
+    def calibrate(self, model: nn.Module, device: torch.device) -> dict[str, float] | None:
+        r"""With ``task.calibrate``: the softmax temperature ``T`` that minimises the
+        validation loss of ``logits / T`` (temperature scaling: Guo, Pleiss, Sun and
+        Weinberger 2017, "On calibration of modern neural networks"). ``None`` without it.
+
+        The loss is convex in :math:`\beta = 1/T`, with
+
+        .. math::
+            \frac{dL}{d\beta} = \overline{E_p[z] - z_y}, \qquad
+            \frac{d^2L}{d\beta^2} = \overline{\mathrm{Var}_p[z]}
+
+        over the predictions (``z``: logits, ``y``: target, ``p = softmax(beta z)``), so a
+        few Newton steps from :math:`\beta = 1` find it: one pass over val each.
+        """
+        if not self.calibrate_temperature:
+            return None
+        beta, losses = 1.0, []
+        for _ in range(MAX_NEWTON_STEPS):
+            # sums over the predictions, in float64: loss, dL/dbeta, d2L/dbeta2
+            loss, slope, curvature = torch.zeros(3, dtype=torch.float64, device=device).unbind()
+            count = 0
+            for logits, targets in self._pass(model, "val", device):
+                keep = targets != IGNORE
+                z, y = logits[keep].double(), targets[keep]  # (N, V), (N,)
+                log_p = torch.log_softmax(beta * z, dim=-1)
+                p = log_p.exp()
+                mean_z = (p * z).sum(-1)  # E_p[z]: (N,)
+                loss += -log_p.gather(1, y[:, None]).sum()
+                slope += (mean_z - z.gather(1, y[:, None])[:, 0]).sum()
+                curvature += (p * (z - mean_z[:, None]) ** 2).sum()
+                count += len(y)
+            losses.append(loss.item() / count)  # at this beta
+            step = (slope / curvature.clamp_min(1e-12)).item()
+            if abs(step) < 1e-4 * beta:
+                break
+            beta = max(beta - step, beta / 4)  # a convex loss; never let beta reach 0
+        else:
+            raise RnnexpError(
+                f"task.calibrate: the softmax temperature did not converge in "
+                f"{MAX_NEWTON_STEPS} Newton steps (val losses {losses}); set task.calibrate=false"
+            )
+        result = {"temperature": 1.0 / beta, "val_loss_before": losses[0], "val_loss": losses[-1]}
+        log.info("charlm: softmax temperature %.4f fit on val in %d passes: val loss %.4f -> %.4f",
+                 result["temperature"], len(losses), losses[0], losses[-1])  # fmt: skip
+        return result
 
     def diagnostics_batch(self) -> Batch:
         """The first ``4 x seq_len`` validation tokens as 4 streams (``train.diagnostics``)."""
