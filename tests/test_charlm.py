@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import math
 from pathlib import Path
 
@@ -209,6 +210,28 @@ def test_calibrated_runs_score_and_restore_with_the_temperature_and_resume_exact
     run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
     whole, first, rest = (losses(tmp_path / d) for d in ("whole", "first", "rest"))
     assert {**first, **rest} == whole
+
+
+def test_speaker_lines_script_splits_the_loss_by_kind_of_line(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "speaker_lines", Path(__file__).parents[1] / "tasks" / "charlm" / "speaker_lines.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    found = [m.group() for m in script.SPEAKER_LINE.finditer("x\n\nALICE:\nhi\nBOB:\n")]
+    assert found == ["ALICE:\n"]  # a speaker line follows a blank line
+    play = tmp_path / "play.txt"  # CELIA speaks only at the end: in the test text
+    play.write_text("\n\nALICE:\nGood day.\n\nBOB:\nAnd to you.\n" * 60
+                    + "\n\nCELIA:\nGood day.\n" * 4)  # fmt: skip
+    run(tmp_path / "run", f"task.data.path={play}", "model.hidden_size=16")
+    restored = restore(tmp_path / "run", "last")
+    val, test = (script.split_losses(restored, split) for split in ("val", "test"))
+    assert val["unseen_share"] == 0 and test["unseen_share"] > 0.1
+    for m in (val, test):
+        share, speaker, other = m["speaker_share"], m["speaker_loss"], m["other_loss"]
+        assert 0 < share < 1
+        assert m["loss"] == pytest.approx(share * speaker + (1 - share) * other, rel=1e-4)
+    assert test["unseen_part"] == pytest.approx(test["unseen_share"] * test["unseen_loss"])
 
 
 def test_word_level_vocabulary(tmp_path: Path) -> None:
