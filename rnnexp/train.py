@@ -144,6 +144,8 @@ def calibrate_checkpoints(
     :func:`rnnexp.evaluate.restore` folds the temperature into the head."""
     for name in ("last.pt", "best.pt"):
         path = run_dir / "checkpoints" / name
+        if not path.is_file():  # a resumed run whose val never improved has no best.pt
+            continue
         payload = checkpoint.load(path)
         if payload["step"] == step:
             payload["calibration"] = calibration
