@@ -88,6 +88,8 @@ def evaluate(
     table.add_column("value", justify="right")
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    if "calibration" in result:  # task.calibrate: the logits were divided by this
+        table.add_row("softmax temperature", f"{result['calibration']['temperature']:.6g}")
     console.print(table)
     console.print(f"written to {out}", highlight=False, soft_wrap=True)
     if "predictions" in result:

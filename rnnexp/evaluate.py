@@ -77,11 +77,19 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], Path]:
     """Score a checkpoint on ``split``; writes ``<checkpoint>.<split>.json`` beside it.
 
+    With ``task.calibrate=true`` (``+task.calibrate=true`` for a run from before the key
+    existed), a checkpoint without a ``calibration`` gets its temperature fit on val now.
     With the override ``+write_predictions=true``, the task also writes its predictions
     beside it (``ner``: ``<checkpoint>.<split>.conll``; ``sentiment``: ``.tsv``).
     """
     check_split(split)
     restored = restore(path_or_run_dir, which, overrides)
+    calibration = restored.payload.get("calibration")
+    if calibration is None and restored.cfg.task.get("calibrate", False):
+        # an uncalibrated run scored with task.calibrate=true: fit the temperature now
+        calibration = restored.task.calibrate(restored.model, restored.device)
+        if calibration is not None:
+            restored.model.divide_logits(calibration["temperature"])
     metrics = restored.task.evaluate(restored.model, split, restored.device)
     result = {
         "checkpoint": str(restored.path),
@@ -92,6 +100,8 @@ def evaluate_checkpoint(
         "overrides": list(overrides or []),
         "metrics": metrics,
     }
+    if calibration is not None and restored.cfg.task.get("calibrate", False):
+        result["calibration"] = calibration
     if restored.cfg.get("write_predictions"):
         write = getattr(restored.task, "write_predictions", None)
         if write is None:

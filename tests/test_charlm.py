@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rnnexp import data
 from rnnexp.config import build
 from rnnexp.errors import RnnexpError
-from rnnexp.evaluate import restore
+from rnnexp.evaluate import evaluate_checkpoint, restore
 from rnnexp.model import build_model
 from rnnexp.runinfo import RunRecord
 from rnnexp.sample import generate
@@ -210,6 +210,20 @@ def test_calibrated_runs_score_and_restore_with_the_temperature_and_resume_exact
     run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
     whole, first, rest = (losses(tmp_path / d) for d in ("whole", "first", "rest"))
     assert {**first, **rest} == whole
+
+
+def test_evaluate_calibrates_an_uncalibrated_run_when_asked(tmp_path: Path) -> None:
+    run(tmp_path, "model.hidden_size=16")
+    plain, _ = evaluate_checkpoint(tmp_path, "last", "test")
+    assert "calibration" not in plain
+    result, _ = evaluate_checkpoint(tmp_path, "last", "test", ["task.calibrate=true"])
+    restored = restore(tmp_path, "last", ["task.calibrate=true"])
+    fitted = restored.task.calibrate(restored.model, restored.device)
+    assert result["calibration"] == pytest.approx(fitted)
+    restored.model.divide_logits(fitted["temperature"])
+    expected = restored.task.evaluate(restored.model, "test", restored.device)
+    assert result["metrics"]["loss"] == pytest.approx(expected["loss"])
+    assert result["metrics"]["loss"] != pytest.approx(plain["metrics"]["loss"])
 
 
 def test_speaker_lines_script_splits_the_loss_by_kind_of_line(tmp_path: Path) -> None:
