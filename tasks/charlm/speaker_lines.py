@@ -1,16 +1,16 @@
 """Where a play-text model's held-out loss comes from: speaker lines against the rest.
 
     python tasks/charlm/speaker_lines.py outputs/charlm/lstm/<run> [more runs] \
-        [--data ../shared/data/tinyshakespeare/input.txt] [--checkpoint best]
+        [--data ../shared/data/tinyshakespeare/input.txt] [--checkpoint best] [--uncalibrated]
 
 In tiny shakespeare a speech starts with a line holding only the speaker's name and a
-colon, after a blank line ("\\nPROSPERO:\\n"). For val and test, this prints the loss of
+colon, after a blank line ("\\n\\nPROSPERO:\\n"). For val and test, this prints the loss of
 the run's model (with its calibration, if any) on the characters of those lines (their
 newline included) and on the rest, and the same for the speaker lines whose name never
 occurs in the training text ("their part": what those lines add to the split's mean
-loss). The model reads each split as one stream, `seq_len` steps
-at a time with the state carried, so the totals are within 0.003 of `rnnexp evaluate`'s
-(which reads 32 streams side by side).
+loss). The model reads each split as one stream, `seq_len` steps at a time with the
+state carried, so the totals are within 0.003 of `rnnexp evaluate`'s (which reads 32
+streams side by side).
 """
 
 from __future__ import annotations
@@ -73,12 +73,17 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="run folders or checkpoint files")
     parser.add_argument("--data", help="the text file, if not where the run read it")
     parser.add_argument("--checkpoint", default="best", help="best or last (default: best)")
+    parser.add_argument(
+        "--uncalibrated", action="store_true", help="leave out a task.calibrate temperature"
+    )
     args = parser.parse_args()
     table = Table("run", "split", "loss", "speaker lines: share", "loss there",
                   "unseen names: share", "loss there", "their part", "loss elsewhere",
                   title="held-out loss (nats/char) by kind of line")  # fmt: skip
     for run in args.runs:
         overrides = [f"task.data.path={args.data}"] if args.data else []
+        if args.uncalibrated:  # "+": runs from before task.calibrate existed lack the key
+            overrides.append("+task.calibrate=false")
         restored = restore(run, args.checkpoint, overrides)
         for split in ("val", "test"):
             m = split_losses(restored, split)
