@@ -7,6 +7,7 @@ import copy
 import hashlib
 import importlib.util
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from conftest import compose_config, tiny
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rnnexp import data
+from rnnexp import checkpoint, data
 from rnnexp.config import build
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import evaluate_checkpoint, restore
@@ -23,7 +24,7 @@ from rnnexp.runinfo import RunRecord
 from rnnexp.sample import generate
 from rnnexp.tasks import charlm
 from rnnexp.tasks.charlm import EOS, UNK_WORD, CharLMTask, TextStream, Vocabulary
-from rnnexp.train import train
+from rnnexp.train import calibrate_checkpoints, train
 
 # accents, an em dash, CJK, a non-BMP emoji: all must survive as single characters
 UNICODE_TEXT = "Café crème — déjà vu. 東京は雨。🙂\nNaïve façade — 北京。\n" * 60
@@ -210,6 +211,27 @@ def test_calibrated_runs_score_and_restore_with_the_temperature_and_resume_exact
     run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
     whole, first, rest = (losses(tmp_path / d) for d in ("whole", "first", "rest"))
     assert {**first, **rest} == whole
+
+
+def test_an_earlier_best_checkpoint_gets_its_own_temperature(tmp_path: Path) -> None:
+    common = ["task.calibrate=true", "model.hidden_size=16", "sched=constant"]
+    run(tmp_path / "ten", *common, "train.max_steps=10")
+    run(tmp_path / "twenty", *common, "train.max_steps=20")
+    folder = tmp_path / "mixed" / "checkpoints"  # best.pt from step 10, last.pt from step 20
+    folder.mkdir(parents=True)
+    for source, name in (("ten", "best.pt"), ("twenty", "last.pt")):
+        shutil.copy(tmp_path / source / "checkpoints" / "last.pt", folder / name)
+    # the trained weights (no temperature folded in), and tasks that fit one
+    later = restore(tmp_path / "twenty", "last", ["task.calibrate=false"])
+    earlier = restore(tmp_path / "ten", "last", ["task.calibrate=false"])
+    later.task.calibrate_temperature = earlier.task.calibrate_temperature = True
+    cpu = torch.device("cpu")
+    fitted = later.task.calibrate(later.model, cpu)
+    calibrate_checkpoints(folder.parent, later.task, later.model, cpu, 20, fitted)
+    assert checkpoint.load(folder / "last.pt")["calibration"] == fitted
+    own = checkpoint.load(folder / "best.pt")["calibration"]
+    assert own == pytest.approx(earlier.task.calibrate(earlier.model, cpu))
+    assert own["temperature"] != pytest.approx(fitted["temperature"])
 
 
 def test_evaluate_calibrates_an_uncalibrated_run_when_asked(tmp_path: Path) -> None:
