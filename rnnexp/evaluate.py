@@ -27,6 +27,7 @@ class Restored:
     task: Task
     model: SequenceModel
     device: torch.device
+    calibration: dict[str, float] | None = None  # the temperature folded into the head
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -62,11 +63,11 @@ def restore(
     task.load_state_dict(payload["task"])
     model = build_model(cfg, task)
     checkpoint.load_model_state(model, payload["model"], path)
-    calibration = payload.get("calibration")  # task.calibrate: fold T into the head
-    if calibration is not None and cfg.task.get("calibrate", False):
+    calibration = payload.get("calibration") if cfg.task.get("calibrate", False) else None
+    if calibration is not None:  # task.calibrate: fold T into the head
         model.divide_logits(calibration["temperature"])
     model.to(device).eval()
-    return Restored(path, payload, cfg, task, model, device)
+    return Restored(path, payload, cfg, task, model, device, calibration)
 
 
 def evaluate_checkpoint(
@@ -84,12 +85,11 @@ def evaluate_checkpoint(
     """
     check_split(split)
     restored = restore(path_or_run_dir, which, overrides)
-    calibration = restored.payload.get("calibration")
-    if calibration is None and restored.cfg.task.get("calibrate", False):
+    if restored.calibration is None and restored.cfg.task.get("calibrate", False):
         # an uncalibrated run scored with task.calibrate=true: fit the temperature now
-        calibration = restored.task.calibrate(restored.model, restored.device)
-        if calibration is not None:
-            restored.model.divide_logits(calibration["temperature"])
+        restored.calibration = restored.task.calibrate(restored.model, restored.device)
+        if restored.calibration is not None:
+            restored.model.divide_logits(restored.calibration["temperature"])
     metrics = restored.task.evaluate(restored.model, split, restored.device)
     result = {
         "checkpoint": str(restored.path),
@@ -100,8 +100,8 @@ def evaluate_checkpoint(
         "overrides": list(overrides or []),
         "metrics": metrics,
     }
-    if calibration is not None and restored.cfg.task.get("calibrate", False):
-        result["calibration"] = calibration
+    if restored.calibration is not None:
+        result["calibration"] = restored.calibration
     if restored.cfg.get("write_predictions"):
         write = getattr(restored.task, "write_predictions", None)
         if write is None:

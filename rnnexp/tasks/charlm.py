@@ -391,18 +391,19 @@ class CharLMTask(Task):
         from all the text before it in its stream.
         """
         total, count = torch.zeros((), dtype=torch.float64), 0
-        for logits, targets in self._pass(model, split, device):
+        for logits, targets in self.predictions(model, split, device):
             total += F.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="sum").cpu()
             count += int((targets != IGNORE).sum())
         loss = total.item() / count
         unit = "char" if self.level == "char" else "word"
         return {"loss": loss, f"bits_per_{unit}": loss / math.log(2), "perplexity": math.exp(loss)}
 
-    def _pass(
+    def predictions(
         self, model: nn.Module, split: str, device: torch.device
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """:meth:`evaluate`'s pass: ``(logits (N, V) float32, targets (N,))`` a chunk at
-        a time, the padding at the end of the last stream marked ``IGNORE``."""
+        a time, the padding at the end of the last stream marked ``IGNORE``. With
+        ``eval_batch_size=1`` the chunks follow the text in order."""
         tokens = self.split(split)
         limit = self.limits[split]
         if limit is not None:
@@ -446,7 +447,7 @@ class CharLMTask(Task):
             # sums over the predictions, in float64: loss, dL/dbeta, d2L/dbeta2
             loss, slope, curvature = torch.zeros(3, dtype=torch.float64, device=device).unbind()
             count = 0
-            for logits, targets in self._pass(model, "val", device):
+            for logits, targets in self.predictions(model, "val", device):
                 keep = targets != IGNORE
                 z, y = logits[keep].double(), targets[keep]  # (N, V), (N,)
                 log_p = torch.log_softmax(beta * z, dim=-1)

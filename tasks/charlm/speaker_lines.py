@@ -29,26 +29,27 @@ from rnnexp.evaluate import Restored, restore
 SPEAKER_LINE = re.compile(r"(?<=\n\n)[A-Z][A-Za-z' ]*:\n")
 
 
-def character_losses(model: torch.nn.Module, tokens: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """The loss of every prediction ``tokens[1:]`` (nats), the state carried: ``(N - 1,)``."""
-    inputs, targets = tokens[:-1].unsqueeze(0), tokens[1:]
-    losses, state = [], None
+def character_losses(restored: Restored, split: str) -> torch.Tensor:
+    """The loss of every prediction of ``split`` in text order (nats): ``(N - 1,)``.
+    The task's own evaluation pass, read as one stream."""
+    task = restored.task
+    task.eval_batch_size = 1  # one stream: the chunks follow the text
+    task.limits[split] = None  # all of it, whatever task.num_val/num_test say
     with torch.no_grad():
-        for start in range(0, len(targets), seq_len):
-            logits, state = model(inputs[:, start : start + seq_len], state)  # (1, T, V)
-            losses.append(F.cross_entropy(logits[0].float(), targets[start : start + seq_len],
-                                          reduction="none"))  # fmt: skip
-    return torch.cat(losses)
+        return torch.cat([
+            F.cross_entropy(logits, targets, reduction="none")
+            for logits, targets in task.predictions(restored.model, split, restored.device)
+        ]).cpu()  # fmt: skip
 
 
 def split_losses(restored: Restored, split: str) -> dict[str, float]:
     """The mean loss of ``split``, and the share and mean loss of its speaker lines, of
     those whose name the training text lacks (``unseen``), and of the rest."""
-    task, model = restored.task, restored.model.cpu()
+    task = restored.task
     training_text = task.vocab.decode(task.split("train").tolist())
     tokens = task.split(split)
     text = task.vocab.decode(tokens.tolist())
-    losses = character_losses(model, tokens, task.seq_len)  # losses[i]: text[i + 1]
+    losses = character_losses(restored, split)  # losses[i]: text[i + 1]
     speaker = torch.zeros(len(text), dtype=torch.bool)
     unseen = torch.zeros(len(text), dtype=torch.bool)
     for line in SPEAKER_LINE.finditer(text):
