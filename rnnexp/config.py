@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig
 
 from rnnexp.errors import RnnexpError
@@ -52,8 +54,9 @@ def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
         cause = err.__cause__
         if isinstance(cause, RnnexpError):
             raise cause from None
-        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
-        raise RnnexpError(f"cannot build {what} from its config: {detail}") from None
+        if cause is None:
+            raise RnnexpError(f"cannot build {what} from its config: {err}") from None
+        raise _config_error(node, what, cause) from None
 
 
 def build_with(node: DictConfig, what: str, *args: Any) -> Any:
@@ -65,4 +68,32 @@ def build_with(node: DictConfig, what: str, *args: Any) -> Any:
     try:
         return factory(*args)
     except (TypeError, ValueError) as err:
-        raise RnnexpError(f"cannot build {what} from its config: {err}") from None
+        raise _config_error(node, what, err, positional=len(args)) from None
+
+
+def _config_error(
+    node: DictConfig, what: str, cause: BaseException, positional: int = 0
+) -> RnnexpError:
+    """The one-line error for a config node whose target refused its arguments. A key the
+    target does not take (``+task.calibrate=true`` on a task without it, a misspelt
+    override) is named together with the keys it does take (all its keyword arguments but
+    the first ``positional``, which :func:`build_with` passes)."""
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    accepted = _arguments(node.get("_target_"))[positional:] if unexpected else []
+    key = unexpected.group(1) if unexpected else ""
+    if accepted and key not in accepted:
+        return RnnexpError(
+            f"{what}.{key} is not a key of {node._target_}: remove that override, or use "
+            f"one of {', '.join(accepted)}"
+        )
+    return RnnexpError(f"cannot build {what} from its config: {type(cause).__name__}: {cause}")
+
+
+def _arguments(target: Any) -> list[str]:
+    """The keyword arguments ``target`` (a dotted path) takes; none when it is unknown."""
+    try:
+        parameters = inspect.signature(get_object(str(target))).parameters.values()
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds]

@@ -54,9 +54,16 @@ def test_build_turns_config_errors_into_one_line() -> None:
     cfg = compose_config(*TINY, "task.max_duration=0")
     with pytest.raises(RnnexpError, match="max_duration"):
         build(cfg.task, "task")
-    cfg = compose_config(*TINY, "+optim.colour=red")
-    with pytest.raises(RnnexpError, match="cannot build optim"):
+    # a key the target does not take: named, with the keys it does take (not the params)
+    cfg = compose_config(*TINY, "+optim.colour=red", "+task.calibrate=true")
+    with pytest.raises(
+        RnnexpError, match=r"optim.colour is not a key of torch.optim.Adam: .* one of lr, betas"
+    ):
         build_with(cfg.optim, "optim", [torch.zeros(1, requires_grad=True)])
+    with pytest.raises(
+        RnnexpError, match=r"task.calibrate is not a key of \S+TimerTask: .*max_duration"
+    ):
+        build(cfg.task, "task")
     cfg = compose_config(*TINY, "optim.lr=-1")
     with pytest.raises(RnnexpError, match="Invalid learning rate"):
         build_with(cfg.optim, "optim", [torch.zeros(1, requires_grad=True)])
