@@ -90,10 +90,13 @@ def _config_error(
 
 
 def _arguments(target: Any) -> list[str]:
-    """The keyword arguments ``target`` (a dotted path) takes; none when it is unknown."""
+    """The keyword arguments ``target`` (a dotted path) takes; none when they are unknown
+    (no such target, or it passes ``**kwargs`` on)."""
     try:
         parameters = inspect.signature(get_object(str(target))).parameters.values()
     except (ImportError, ValueError, TypeError, AttributeError):
+        return []
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
         return []
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return [p.name for p in parameters if p.kind in kinds]
