@@ -52,20 +52,29 @@ def train(ctx: typer.Context) -> None:
     """Train a model. Every argument is a Hydra override, e.g. [bold]cell=lstm task=timer
     train.max_steps=500[/]; [bold]-m[/] sweeps (cell=elman,lstm,gru), [bold]--cfg job[/] prints
     the config, [bold]--help[/] lists groups and keys."""
+    from rnnexp import sweep
     from rnnexp.train import main as hydra_main
 
     sys.argv = ["rnnexp train", *ctx.args]
-    try:
-        hydra_main()
+    try:  # SIGTERM/Ctrl-C stop every job, also in a launcher's worker processes
+        with sweep.stop_jobs_on_signals() as jobs:
+            hydra_main()
+            code = sweep.sweep_exit_code(jobs, Console(stderr=True))  # 1: a job did not complete
+    except KeyboardInterrupt as interrupt:  # each job that was running recorded `interrupted`
+        sys.exit(sweep.exit_code(interrupt))
     except ValueError as err:  # Hydra's own check of its flags, e.g. `-m` with `--cfg`
         if "can be specified" not in str(err):
             raise
         raise RnnexpError(f"{err} (e.g. drop -m to print the config with --cfg)") from None
+    if code:
+        sys.exit(code)
 
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., help="A run folder (outputs/...) or a checkpoint .pt file."),
+    run: Path = typer.Argument(
+        ..., help="A run folder (outputs/...) or a checkpoint .pt file.", readable=False
+    ),
     overrides: list[str] = typer.Argument(
         None,
         help="split=test|val|train, and config overrides such as train.device=cpu "
@@ -76,13 +85,17 @@ def evaluate(
 ) -> None:
     """Score a trained model on a split (default: the held-out test set) with the config
     saved in its checkpoint; writes checkpoints/<name>.<split>.json."""
-    from rnnexp.evaluate import evaluate_checkpoint
+    from rnnexp.evaluate import NotWritten, evaluate_checkpoint
 
     overrides = list(overrides or [])
     splits = [o for o in overrides if o.startswith("split=")]
     split = splits[-1].partition("=")[2] if splits else "test"
     rest = [o for o in overrides if not o.startswith("split=")]
-    result, out = evaluate_checkpoint(run, which=which, split=split, overrides=rest)
+    unwritten = None
+    try:
+        result, out = evaluate_checkpoint(run, which=which, split=split, overrides=rest)
+    except NotWritten as err:  # a read-only run folder: the table, then the error
+        result, out, unwritten = err.result, None, err
     table = Table(title=f"{result['task']} / {result['cell']} — {split} (step {result['step']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -91,6 +104,8 @@ def evaluate(
     if "calibration" in result:  # task.calibrate: the logits were divided by this
         table.add_row("softmax temperature", f"{result['calibration']['temperature']:.6g}")
     console.print(table)
+    if unwritten is not None:
+        raise unwritten
     console.print(f"written to {out}", highlight=False, soft_wrap=True)
     if "predictions" in result:
         console.print(f"predictions in {result['predictions']}", highlight=False, soft_wrap=True)
@@ -98,7 +113,9 @@ def evaluate(
 
 @app.command()
 def sample(
-    run: Path = typer.Argument(..., help="A charlm run folder or a checkpoint .pt file."),
+    run: Path = typer.Argument(
+        ..., help="A charlm run folder or a checkpoint .pt file.", readable=False
+    ),
     prime: str = typer.Option("", "--prime", "-p", help="Text to start from (default: none)."),
     length: int = typer.Option(500, "--length", "-n", help="Tokens (characters) to generate."),
     temperature: float = typer.Option(1.0, "--temperature", "-t", help="< 1: safer, > 1: wilder."),
@@ -124,7 +141,9 @@ def sample(
 
 @app.command()
 def predict(
-    run: Path = typer.Argument(..., help="A sentiment or ner run folder or a checkpoint .pt."),
+    run: Path = typer.Argument(
+        ..., help="A sentiment or ner run folder or a checkpoint .pt.", readable=False
+    ),
     sentences: list[str] = typer.Argument(
         None, help="Sentences to label; none: read stdin, one per line.", show_default=False
     ),

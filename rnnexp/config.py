@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
+import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.errors import RnnexpError
 
@@ -19,6 +22,8 @@ CONFIG_MODULE = "rnnexp.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
 GROUPS = ("cell", "task", "optim", "sched", "clip", "regularizer", "memory", "experiment")
+# The keys that make Hydra's `instantiate` import and call something.
+SPECIAL_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 
 
 def config_dir() -> Path:
@@ -46,8 +51,10 @@ def choices(group: str) -> dict[str, str]:
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)`` with one-line errors.
 
-    ``what`` names the config group (``"task"``, ``"optim"``, ...) for the message.
+    ``what`` names the config group (``"task"``, ``"optim"``, ...) for the message. The
+    node's keys are first checked against the target's annotations (:func:`check_arguments`).
     """
+    check_arguments(node, what, skip=set(kwargs))
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -100,3 +107,146 @@ def _arguments(target: Any) -> list[str]:
         return []
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return [p.name for p in parameters if p.kind in kinds]
+
+
+@functools.cache
+def buildable() -> dict[str, frozenset[Any]]:
+    """rnnexp's registry of what may be built: ``{key path: values}`` for every special key
+    (``_target_``, ``_partial_``, ...) in the shipped configs, at the place the config
+    puts it, e.g. ``{"task._target_": {"rnnexp.tasks.timer.TimerTask", ...},
+    "optim._partial_": {True}}``. The config folder is the registry."""
+    found: dict[str, set[Any]] = {}
+    for path in sorted(config_dir().rglob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        package = re.search(r"^# @package (\S+)", text, re.MULTILINE)
+        relative = path.parent.relative_to(config_dir()).parts
+        prefix = package.group(1) if package else ".".join(relative)
+        prefix = "" if prefix == "_global_" else prefix
+        for key, value in _special_keys(yaml.safe_load(text), prefix):
+            found.setdefault(key, set()).add(value)
+    return {key: frozenset(values) for key, values in found.items()}
+
+
+def _special_keys(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    """``(key path, value)`` of every special key in a tree of dicts and lists."""
+    if isinstance(node, list):
+        return [hit for i, x in enumerate(node) for hit in _special_keys(x, f"{prefix}[{i}]")]
+    if not isinstance(node, dict):
+        return []
+    hits = []
+    for key, value in node.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key in SPECIAL_KEYS:
+            hits.append((where, value if isinstance(value, str | bool | int) else repr(value)))
+        else:
+            hits.extend(_special_keys(value, where))
+    return hits
+
+
+def _interpolations(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(key path, string)`` of every key or string value holding ``${...}``."""
+    if isinstance(node, list):
+        return [hit for i, x in enumerate(node) for hit in _interpolations(x, f"{prefix}[{i}]")]
+    if isinstance(node, dict):
+        hits = []
+        for key, value in node.items():
+            where = f"{prefix}.{key}" if prefix else str(key)
+            hits.extend([(where, str(key))] if "${" in str(key) else _interpolations(value, where))
+        return hits
+    return [(prefix, node)] if isinstance(node, str) and "${" in node else []
+
+
+def check_saved_config(config: Any, source: str | Path) -> None:
+    """Refuse, in one line, a config saved in a checkpoint that could make rnnexp call
+    something the checkpoint chose rather than one of rnnexp's own classes.
+
+    Every special key (``_target_``, ``_args_``, ``_partial_``, ``_recursive_``,
+    ``_convert_``), at any depth and inside lists, must stand where the shipped configs put
+    one and hold one of the values they give it (:func:`buildable`): ``task._target_`` one
+    of ``conf/task/*.yaml``'s targets, and so on. Strings with ``${...}`` are refused too:
+    saved configs are resolved, and a resolver can read the environment. Call this before
+    the config reaches OmegaConf or Hydra."""
+    tail = "; the checkpoint was not written by rnnexp or was altered"
+    if not isinstance(config, dict):
+        raise RnnexpError(f"refusing to load {source}: its config is not a mapping{tail}")
+    registry = buildable()
+    for where, value in _special_keys(config, ""):
+        allowed = registry.get(where)
+        if allowed is None:
+            raise RnnexpError(
+                f"refusing to load {source}: its config names {where}={value!r}, and rnnexp's "
+                f"configs have no {where.rpartition('.')[2]} there{tail}"
+            )
+        if (type(value), value) not in {(type(v), v) for v in allowed}:  # True is not 1
+            choices = ", ".join(sorted(map(str, allowed)))
+            what = "buildable classes" if where.endswith("_target_") else "values for it"
+            raise RnnexpError(
+                f"refusing to load {source}: its config names {where}={value!r}, which is not "
+                f"one of rnnexp's {what} ({choices}){tail}"
+            )
+    for where, text in _interpolations(config):
+        raise RnnexpError(
+            f"refusing to load {source}: its config holds the interpolation {where}={text!r}, "
+            f"which resolved configs never hold{tail}"
+        )
+
+
+def check_override(override: str, value: Any) -> None:
+    """Refuse an override (``key=value`` given to ``evaluate``) that would make Hydra
+    build or call something: a special key in its key path, or in its value (a dict)."""
+    key = override.partition("=")[0].lstrip("+~")
+    named = [part for part in re.split(r"[.\[\]]", key) if part in SPECIAL_KEYS]
+    named += [where.rpartition(".")[2] for where, _ in _special_keys(value, key)]
+    if named:
+        raise RnnexpError(
+            f"override {override!r} sets {named[0]}: overrides of a saved run may change "
+            "values, not what is built"
+        )
+    if _interpolations(value):
+        raise RnnexpError(
+            f"override {override!r} holds an interpolation ${{...}}: give the value itself"
+        )
+
+
+def check_arguments(node: DictConfig, what: str, skip: set[str] | None = None) -> None:
+    """Check the keyword arguments that ``node`` gives one of rnnexp's own targets (a task,
+    a clipping rule, a regularizer, ...) against its constructor's annotations, so that
+    ``task.num_test=abc`` is one line naming the key (:func:`rnnexp.schema.check_value`).
+    Keys in ``skip`` (passed by the caller), special keys, nested nodes and arguments
+    without a checkable annotation are left to the target."""
+    from rnnexp.schema import check_value
+
+    target = node.get("_target_")
+    if not isinstance(target, str) or not target.startswith("rnnexp."):
+        return
+    hints = _annotations(target)
+    for key in node:
+        if key in hints and key not in (skip or set()) and not str(key).startswith("_"):
+            try:
+                value = node[key]  # resolves interpolations
+            except OmegaConfBaseException:
+                continue  # instantiate says what is wrong with it
+            if not isinstance(value, DictConfig | ListConfig):
+                check_value(f"{what}.{key}", value, hints[key])
+
+
+def _annotations(target: str) -> dict[str, Any]:
+    """``{argument: annotation}`` of a target (a dotted path): a function's, or a class's
+    ``__init__``'s together with those of the base classes it passes ``**kwargs`` on to."""
+    try:
+        obj = get_object(target)
+    except (ImportError, ValueError, AttributeError):
+        return {}
+    inits = [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__]
+    hints: dict[str, Any] = {}
+    for init in inits if isinstance(obj, type) else [obj]:
+        try:
+            found = get_type_hints(init)
+        except (NameError, TypeError):
+            break
+        hints = {**found, **hints}  # a subclass's annotation wins
+        parameters = inspect.signature(init).parameters.values()
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    hints.pop("return", None)
+    return hints

@@ -123,16 +123,39 @@ def fetch(
     return download(url, dest, sha256, hint=hint, progress=progress)
 
 
+def not_utf8(path: str | Path, key: str) -> RnnexpError:
+    """The one-line error for a file that does not decode as UTF-8: the config ``key``, the
+    file, and the line and byte of the first bad byte (found by decoding the raw bytes
+    again, since a text reader's error offset counts from its current chunk)."""
+    raw = Path(path).read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        where = f": line {line} has byte 0x{raw[err.start]:02x} ({err.reason})"
+    else:  # the whole decodes (the file changed since?): no line to name
+        where = ""
+    return RnnexpError(
+        f"{key}={path} is not UTF-8 text{where}; convert it, e.g. "
+        "iconv -f latin1 -t utf-8 FILE > NEW, or fix that line"
+    )
+
+
+def unreadable(path: str | Path, key: str, err: OSError) -> RnnexpError:
+    """The one-line error for a file that exists but cannot be read (permissions, ...)."""
+    return RnnexpError(f"{key}={path} cannot be read ({err.strerror or err})")
+
+
 def read_text(path: str | Path, key: str = "task.data.path") -> str:
     """The whole of a UTF-8 text file; a missing or undecodable file is a one-line error
     naming the config ``key`` that gave the path."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise RnnexpError(f"{key}={path}: no such file; pass an existing UTF-8 text file")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise RnnexpError(f"{key}={path}: {what}; pass an existing UTF-8 text file")
     try:
         return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise RnnexpError(
-            f"{key}={path} is not UTF-8 text (byte {err.start}: {err.reason}); convert it, "
-            "e.g. iconv -f latin1 -t utf-8"
-        ) from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, key) from None
+    except OSError as err:
+        raise unreadable(path, key, err) from None

@@ -10,10 +10,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import checkpoint
-from rnnexp.config import build
+from rnnexp.config import build, check_override
 from rnnexp.errors import RnnexpError
 from rnnexp.model import SequenceModel, build_model
 from rnnexp.runinfo import resolve_device, write_json
+from rnnexp.schema import check_key
 from rnnexp.tasks.base import Task, check_split
 
 
@@ -31,7 +32,8 @@ class Restored:
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """``key=value`` overrides onto a saved config; ``+key=value`` adds a new key."""
+    """``key=value`` overrides onto a saved config; ``+key=value`` adds a new key. None may
+    name a special key such as ``_target_`` (:func:`rnnexp.config.check_override`)."""
     for override in overrides:
         key, sep, _ = override.partition("=")
         if not sep or not key:
@@ -44,7 +46,9 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 f"use +{override} to add a new key"
             )
         value = OmegaConf.from_dotlist([f"{key}={override.partition('=')[2]}"])
+        check_override(override, OmegaConf.to_container(value))
         cfg = OmegaConf.merge(cfg, value)
+        check_key(cfg, key)  # train.* and model.*: the schema's type and range
     return cfg
 
 
@@ -52,6 +56,9 @@ def restore(
     path_or_run_dir: str | Path, which: str = "best", overrides: list[str] | None = None
 ) -> Restored:
     """Load a checkpoint and rebuild its task and model from the config saved with it.
+
+    :func:`rnnexp.checkpoint.load` has checked that config before it gets here: it can
+    only build rnnexp's own classes (:func:`rnnexp.config.check_saved_config`).
 
     A checkpoint with a ``calibration`` (``task.calibrate``) gets its softmax temperature
     folded into the head, unless the override ``task.calibrate=false`` is given."""
@@ -82,6 +89,8 @@ def evaluate_checkpoint(
     existed), a checkpoint without a ``calibration`` gets its temperature fit on val now.
     With the override ``+write_predictions=true``, the task also writes its predictions
     beside it (``ner``: ``<checkpoint>.<split>.conll``; ``sentiment``: ``.tsv``).
+    A result that cannot be written (a read-only run folder) raises :class:`NotWritten`,
+    which carries the scores.
     """
     check_split(split)
     restored = restore(path_or_run_dir, which, overrides)
@@ -113,5 +122,17 @@ def evaluate_checkpoint(
         predictions = write(restored.model, split, restored.device, stem)
         result["predictions"] = str(predictions)
     out = restored.path.with_name(f"{restored.path.stem}.{split}.json")
-    write_json(out, result)
+    try:
+        write_json(out, result)
+    except RnnexpError as err:  # a read-only run folder, a full disk: the scores still count
+        raise NotWritten(str(err), result) from None
     return result, out
+
+
+class NotWritten(RnnexpError):
+    """:func:`evaluate_checkpoint` scored the model but could not write the result file;
+    ``result`` holds the scores, so that ``rnnexp evaluate`` still prints them."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.result = result

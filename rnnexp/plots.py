@@ -10,6 +10,8 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from rnnexp.atomic import atomic_write  # noqa: E402
+
 TARGET_COLOR = "tab:blue"  # the seed's picture: target in blue ...
 PREDICTION_COLOR = "tab:orange"  # ... prediction in orange
 
@@ -24,11 +26,9 @@ def new_figure(rows: int = 1, width: float = 10.0, row_height: float = 2.4) -> t
 
 def save_png(fig: Figure, path: Path) -> Path:
     """Write ``fig`` to ``path`` (atomically: readers never see a half-written PNG)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    return atomic_write(
+        path, lambda handle: fig.savefig(handle, format="png", dpi=100, bbox_inches="tight")
+    )
 
 
 def close(fig: Figure) -> None:

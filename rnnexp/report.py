@@ -1,9 +1,11 @@
 """``rnnexp report``: summarize a sweep (a Hydra multirun folder) over seeds.
 
-A sweep folder ``outputs/multirun/<timestamp>/`` holds one job folder per job (``0``,
-``1``, ...), each with ``.hydra/overrides.yaml`` and ``metrics.json``. The functions here
-are pure steps that the CLI chains: :func:`load_sweep` reads the jobs into
-:class:`Job` records, :func:`split_keys` finds the swept keys, :func:`summarize` groups the
+A sweep folder ``outputs/multirun/<timestamp>/`` holds Hydra's ``multirun.yaml`` (the
+sweep as asked for) and one job folder per job that started (``0``, ``1``, ...), each with
+``.hydra/overrides.yaml`` and ``metrics.json``. The functions here are pure steps that the
+CLI chains: :func:`read_plan` expands ``multirun.yaml`` into the jobs the sweep asked for,
+:func:`load_sweep` reads the jobs into :class:`Job` records (those that never started as
+``missing``), :func:`split_keys` finds the swept keys, :func:`summarize` groups the
 jobs by every swept key but the seed and aggregates them, :func:`pivot` lays one value
 out on rows x columns, and the ``*_table`` / :func:`to_markdown` / :func:`write_report`
 functions render the result. Nothing here imports torch, so the command starts fast.
@@ -29,6 +31,8 @@ from rnnexp.errors import RnnexpError
 
 METRICS_FILE = "metrics.json"  # = rnnexp.runinfo.METRICS_FILE (not imported: it loads torch)
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of the whole sweep, at the sweep folder's top
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 SEED_KEY = "train.seed"
 SOLVED = "solved"
 CSV_FILE = "report.csv"
@@ -150,6 +154,23 @@ class Pivot:
 
 
 @dataclass
+class SweepPlan:
+    """The jobs a sweep asked for, from its ``multirun.yaml``."""
+
+    sweeper: str
+    """The sweeper's class name, e.g. ``BasicSweeper`` or ``OptunaSweeper``."""
+    jobs: list[list[str]] | None
+    """Each job's overrides, in job order (job ``i`` is folder ``i``); ``None`` when the
+    sweeper chooses its jobs as it goes (Optuna), so the number expected is unknown."""
+
+    def note(self) -> str:
+        """What the report says about the expected jobs; empty when they are known."""
+        if self.jobs is not None:
+            return ""
+        return f"expected number of jobs unknown: {self.sweeper} chooses them as it runs"
+
+
+@dataclass
 class SweepReport:
     """Everything ``rnnexp report`` shows and writes for one sweep folder."""
 
@@ -164,6 +185,8 @@ class SweepReport:
     metric_names: list[str]
     has_solved: bool
     pivot: Pivot | None = None
+    plan: SweepPlan | None = None
+    """What ``multirun.yaml`` asked for; ``None`` without a readable one."""
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -178,8 +201,50 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def expand_sweep(overrides: Sequence[str], params: dict[str, str] | None = None) -> list[list[str]]:
+    """Each job's overrides, in job order, exactly as Hydra's ``BasicSweeper`` makes them
+    from a sweep's command-line ``overrides`` and its ``hydra.sweeper.params``: Hydra's own
+    override parser and expansion (``a=1,2``, ``range()``, ``choice()``, ``glob()`` over
+    rnnexp's config groups), so ``["cell=elman,gru", "train.seed=range(2)"]`` gives 4 jobs."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rnnexp.config import CONFIG_PATH
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(CONFIG_PATH))
+    arguments = [f"{key}={value}" for key, value in (params or {}).items()] + list(overrides)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def read_plan(sweep: Path) -> SweepPlan | None:
+    """The jobs that ``sweep/multirun.yaml`` asks for (``hydra.overrides.task`` expanded by
+    :func:`expand_sweep`); ``None`` when the file is absent, unreadable or has no overrides.
+    A sweeper other than the basic one gets ``jobs=None``: its count is not guessed."""
+    from hydra.errors import HydraException
+
+    try:
+        loaded = yaml.safe_load((Path(sweep) / MULTIRUN_FILE).read_text(encoding="utf-8"))
+        hydra = loaded["hydra"]
+        overrides = [str(o) for o in hydra["overrides"]["task"]]
+        sweeper = hydra["sweeper"]
+        target = str(sweeper["_target_"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    if target != BASIC_SWEEPER:
+        return SweepPlan(target.rpartition(".")[2], None)
+    params = {str(k): str(v) for k, v in (sweeper.get("params") or {}).items()}
+    try:
+        return SweepPlan("BasicSweeper", expand_sweep(overrides, params))
+    except HydraException as err:  # e.g. a glob over a group this install does not have
+        return SweepPlan(f"BasicSweeper (cannot expand its overrides: {err})", None)
+
+
 def find_job_dirs(sweep: Path) -> list[Path]:
-    """The job folders (named 0, 1, 2, ...) of a sweep folder, in job order."""
+    """The job folders (named 0, 1, 2, ...) of a sweep folder, in job order; none (no
+    job started yet) is fine for a folder with a ``multirun.yaml``."""
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise RnnexpError(
@@ -188,7 +253,7 @@ def find_job_dirs(sweep: Path) -> list[Path]:
     jobs = sorted(
         (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
     )
-    if not jobs:
+    if not jobs and not (sweep / MULTIRUN_FILE).is_file():
         sweeps = sorted(p.name for p in sweep.iterdir() if p.is_dir() and _holds_jobs(p))
         hint = f" (it holds sweeps: pick one, e.g. {sweep / sweeps[-1]})" if sweeps else ""
         raise RnnexpError(
@@ -248,9 +313,18 @@ def load_job(job_dir: Path) -> Job:
     return Job(job_dir.name, status, parse_overrides(overrides), final, error, metric)
 
 
-def load_sweep(sweep: Path) -> list[Job]:
-    """Every job of a sweep folder, in job order."""
-    return [load_job(d) for d in find_job_dirs(sweep)]
+def load_sweep(sweep: Path, plan: SweepPlan | None = None) -> list[Job]:
+    """Every job of a sweep folder, in job order: each job folder, and each job of ``plan``
+    (by default :func:`read_plan` of the folder) that has no folder, as ``missing`` with
+    the overrides it would have run with."""
+    jobs = {int(d.name): load_job(d) for d in find_job_dirs(sweep)}
+    plan = read_plan(sweep) if plan is None else plan
+    expected = plan.jobs if plan is not None and plan.jobs is not None else []
+    for num, overrides in enumerate(expected):
+        if num not in jobs:
+            reason = f"never started (listed in {MULTIRUN_FILE})"
+            jobs[num] = Job(str(num), MISSING, parse_overrides(overrides), error=reason)
+    return [jobs[num] for num in sorted(jobs)]
 
 
 # --- grouping and aggregation ----------------------------------------------------------------
@@ -386,8 +460,11 @@ def build_report(
     if value is not None and not rows and not cols:
         raise RnnexpError("--value picks the pivot's value: give --rows and/or --cols with it")
     sweep = Path(sweep)
-    jobs = load_sweep(sweep)
-    swept, constants = split_keys(jobs)
+    plan = read_plan(sweep)
+    jobs = load_sweep(sweep, plan)
+    if not jobs:
+        raise RnnexpError(f"{sweep}: its {MULTIRUN_FILE} lists no jobs and it holds no job folders")
+    swept, constants = split_keys(jobs)  # jobs that never started count: they were asked for
     group_keys = [key for key in swept if key != SEED_KEY]
     report = SweepReport(
         sweep=sweep,
@@ -398,6 +475,7 @@ def build_report(
         summaries=summarize(jobs, group_keys),
         metric_names=metric_names(jobs),
         has_solved=any(SOLVED in job.final for job in jobs),
+        plan=plan,
     )
     if rows or cols:
         report.pivot = pivot(jobs, rows, cols, value)
@@ -405,6 +483,12 @@ def build_report(
 
 
 # --- rendering -------------------------------------------------------------------------------
+
+
+def jobs_text(report: SweepReport) -> str:
+    """``12 jobs``, or with a sweeper that picks its jobs, that the number is unknown."""
+    note = report.plan.note() if report.plan is not None else ""
+    return f"{len(report.jobs)} jobs" + (f" ({note})" if note else "")
 
 
 def caption(report: SweepReport) -> str:
@@ -500,7 +584,7 @@ def main_table(report: SweepReport) -> Table:
     """The main table for the terminal: one row per group, counts of problem jobs in red."""
     header = main_header(report)
     table = Table(
-        title=Text(f"sweep {report.sweep} — {len(report.jobs)} jobs"),
+        title=Text(f"sweep {report.sweep} — {jobs_text(report)}"),
         caption=Text(caption(report)) if caption(report) else None,
         title_justify="left",
         caption_justify="left",
@@ -537,7 +621,7 @@ def to_markdown(report: SweepReport) -> str:
     """``report.md``: the main table, the pivot if any, and the jobs that did not complete."""
     parts = [f"# Sweep report: {report.sweep}", ""]
     note = caption(report)
-    parts += [f"{len(report.jobs)} jobs. {note}".rstrip(), ""]
+    parts += [f"{jobs_text(report)}. {note}".rstrip(), ""]
     parts += [_md_table([main_header(report), *main_rows(report)]), ""]
     if report.pivot is not None:
         parts += [

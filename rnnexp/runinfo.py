@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rnnexp.atomic import atomic_write
 from rnnexp.errors import RnnexpError
 
 METRICS_FILE = "metrics.json"
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as JSON atomically (:func:`rnnexp.atomic.atomic_write`)."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def git_commit() -> dict[str, Any]:

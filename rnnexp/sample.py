@@ -400,10 +400,16 @@ def sample_run(
         )
     vocab = restored.task.vocab  # from the checkpoint: no data file is read
     vocab.encode_prime(prime)  # a bad prompt fails before anything is written
+    try:
+        target = open(output, "w", encoding="utf-8") if output else out  # noqa: SIM115
+    except OSError as error:  # a missing or read-only folder, a folder named like the file
+        raise RnnexpError(
+            f"cannot write {output}: {error.strerror or error}; give --output a file "
+            "in a writable folder"
+        ) from None
     if seed is None:
         seed = secrets.randbelow(2**31)
         print(f"seed {seed} (repeat with --seed {seed})", file=err)
-    target = open(output, "w", encoding="utf-8") if output else out  # noqa: SIM115
     if stream is None:
         stream = output is None and out.isatty()
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnexp.data import not_utf8, unreadable
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
 
@@ -122,16 +123,11 @@ def check_file(path: str | Path | None, key: str, hint: str = "") -> Path:
     if path is None or str(path) == "":
         raise RnnexpError(f"{key} is not set; give the path of the file{hint}")
     found = Path(path).expanduser()
+    if found.is_dir():
+        raise RnnexpError(f"{key}={path} is a folder; give the path of the file{hint}")
     if not found.is_file():
         raise RnnexpError(f"{key}={path}: no such file{hint}")
     return found
-
-
-def _decode_error(path: Path, key: str, err: UnicodeDecodeError) -> RnnexpError:
-    return RnnexpError(
-        f"{key}={path} is not UTF-8 text (byte {err.start}: {err.reason}); convert it, "
-        "e.g. iconv -f latin1 -t utf-8"
-    )
 
 
 @dataclass
@@ -155,7 +151,9 @@ def read_table(
     character itself. ``quoting``: ``minimal`` reads ``"..."`` fields (which may hold the
     delimiter, doubled quotes or line breaks); ``none`` takes quotes literally, for files
     whose text has unbalanced ``"``. A byte-order mark, CRLF line ends and blank lines are
-    fine. A missing column or a short row is a one-line error with the line number.
+    fine. A missing column, or a row with more or fewer fields than the header (a stray
+    delimiter in an unquoted text shifts the label column), is a one-line error with the
+    file and line number.
     """
     named = {"auto": "," if path.suffix.lower() == ".csv" else "\t", "tab": "\t", "comma": ","}
     sep = named.get(delimiter, delimiter)
@@ -188,18 +186,21 @@ def read_table(
             for record in reader:
                 if not any(f.strip() for f in record):
                     continue  # a blank line
-                if len(record) <= max(index):
+                if len(record) != len(header):
                     raise RnnexpError(
                         f"{path}:{reader.line_num}: {len(record)} field(s) where the header "
-                        f"has {len(header)}; is task.data.delimiter right?"
+                        f"has {len(header)} ({', '.join(header)}); fix that line (quote a "
+                        "text that holds the delimiter), or is task.data.delimiter right?"
                     )
                 rows.append(
                     Row(
                         {c: record[i] for c, i in zip(columns, index, strict=True)}, reader.line_num
                     )
                 )
-    except UnicodeDecodeError as err:
-        raise _decode_error(path, key, err) from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, key) from None
+    except OSError as err:
+        raise unreadable(path, key, err) from None
     except csv.Error as err:
         raise RnnexpError(
             f"{path}: cannot parse as {'CSV' if sep == ',' else 'TSV'}: {err}"
@@ -220,12 +221,16 @@ def read_conll(path: Path, key: str, tag_column: int = -1) -> list[Sentence]:
     """Sentences of a CoNLL file: one token a line (``word ... tag`` columns, separated by
     spaces or tabs), a blank line after each sentence; ``-DOCSTART-`` lines are skipped.
 
-    ``tag_column`` indexes the columns (``-1``: the last; CoNLL-2003's NER tag).
+    ``tag_column`` indexes the columns (``-1``: the last; CoNLL-2003's NER tag). Every
+    token line must have as many columns as the file's first one: a line that lost a
+    column would otherwise give its chunk tag as the entity tag (a new label, silently).
+    A line that breaks this is a one-line error with the file and line number.
     """
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []
     start = 0
+    first: tuple[int, list[str]] | None = None  # the first token line: (number, fields)
 
     def flush() -> None:
         if words:
@@ -248,6 +253,14 @@ def read_conll(path: Path, key: str, tag_column: int = -1) -> list[Sentence]:
                         f"{path}:{number}: one column ({line.strip()!r}); CoNLL lines are "
                         "`word ... tag`, with a blank line between sentences"
                     )
+                if first is None:
+                    first = number, fields
+                elif len(fields) != len(first[1]):
+                    raise RnnexpError(
+                        f"{path}:{number}: {len(fields)} columns ({' '.join(fields)!r}), the "
+                        f"file's other lines have {len(first[1])} (line {first[0]}: "
+                        f"{' '.join(first[1])!r}); fix that line"
+                    )
                 try:
                     tag = fields[tag_column]
                 except IndexError:
@@ -259,8 +272,10 @@ def read_conll(path: Path, key: str, tag_column: int = -1) -> list[Sentence]:
                     start = number
                 words.append(fields[0])
                 tags.append(tag)
-    except UnicodeDecodeError as err:
-        raise _decode_error(path, key, err) from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, key) from None
+    except OSError as err:
+        raise unreadable(path, key, err) from None
     flush()
     return sentences
 
@@ -271,12 +286,15 @@ SCHEMES = ("iob2", "iobes")
 TAG = re.compile(r"^([BIES])-(.+)$")
 
 
-def check_tags(tags: list[str], where: str) -> None:
-    """Every tag is ``O`` or ``B-``/``I-``/``E-``/``S-`` + type; else a one-line error."""
-    for tag in tags:
+def check_tags(tags: list[str], where: str, line: int | None = None) -> None:
+    """Every tag is ``O`` or ``B-``/``I-``/``E-``/``S-`` + type; else a one-line error
+    naming ``where`` (a file), and the tag's own line when ``line`` (the sentence's first
+    line, one tag a line) is given."""
+    for i, tag in enumerate(tags):
         if tag != "O" and not TAG.match(tag):
+            at = f"{where}:{line + i}" if line is not None else where
             raise RnnexpError(
-                f"{where}: tag {tag!r} is neither O nor B-/I-/E-/S- followed by a type "
+                f"{at}: tag {tag!r} is neither O nor B-/I-/E-/S- followed by a type "
                 "(IOB1, IOB2 or IOBES); is task.data.tag_column right?"
             )
 
@@ -475,11 +493,17 @@ def pretrained_words(path: Path, key: str) -> set[str]:
 
 def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, Tensor]:
     """Pretrained vectors for ``vocab`` from a GloVe-format text file (``word v1 ... vD``
-    a line; a word2vec ``count dim`` header line is skipped).
+    a line; a word2vec ``count dim`` header line and blank lines are skipped).
 
     A word takes the vector of its exact form, else of its lower-cased form (GloVe is
     lower-case; a cased vocabulary such as NER's then still finds "Paris").
     Returns ``(vectors (V, dim), found (V,) bool)``.
+
+    The first vector line sets the file's width D, which must equal ``dim``. A line with
+    fewer than D values, or a value that is not a number, is a one-line error with the
+    file and line number; a line with more fields is a word that holds spaces (GloVe
+    840B has a few, e.g. ``. . .``) followed by its D values. Bytes that are not UTF-8
+    become U+FFFD, so such a word matches nothing (torchtext skips those words too).
     """
     lower: dict[str, list[int]] = {}
     for i, token in enumerate(vocab.itos):
@@ -487,20 +511,29 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
     vectors = torch.zeros(len(vocab), dim)
     exact = torch.zeros(len(vocab), dtype=torch.bool)
     found = torch.zeros(len(vocab), dtype=torch.bool)
+    width: tuple[int, int] | None = None  # (values a line, line that set it)
+    number = 0
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
                 parts = line.rstrip().split(" ")
-                if number == 1 and len(parts) == 2:
-                    continue  # word2vec text header: "<count> <dim>"
-                word, values = parts[0], parts[1:]
+                if parts == [""] or (number == 1 and len(parts) == 2):
+                    continue  # a blank line, or word2vec's text header "<count> <dim>"
+                if width is None:
+                    width = len(parts) - 1, number
+                    if width[0] != dim:
+                        raise RnnexpError(
+                            f"{key}={path}:{number}: {width[0]}-d vectors, but "
+                            f"model.embedding_size={dim}; set model.embedding_size={width[0]}"
+                        )
+                if len(parts) - 1 < dim:
+                    raise RnnexpError(
+                        f"{path}:{number}: {len(parts) - 1} values after the word, the "
+                        f"file's other lines have {dim} (line {width[1]}); fix that line"
+                    )
+                word, values = " ".join(parts[:-dim]), parts[-dim:]
                 if word not in vocab.stoi and word not in lower:
                     continue
-                if len(values) != dim:
-                    raise RnnexpError(
-                        f"{key}={path}:{number}: {len(values)}-d vector, but "
-                        f"model.embedding_size={dim}; set model.embedding_size={len(values)}"
-                    )
                 vector = torch.tensor([float(v) for v in values])
                 if word in vocab.stoi:
                     i = vocab.stoi[word]
@@ -509,5 +542,11 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
                     if not exact[i]:
                         vectors[i], found[i] = vector, True
     except ValueError as err:
-        raise RnnexpError(f"{key}={path} is not a GloVe text file ({err})") from None
+        raise RnnexpError(
+            f"{path}:{number}: {err}; {key} must be a GloVe text file (word v1 ... vD a line)"
+        ) from None
+    except OSError as err:
+        raise unreadable(path, key, err) from None
+    if width is None:
+        raise RnnexpError(f"{key}={path} holds no vectors; give a GloVe-format text file")
     return vectors, found

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,13 +27,17 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 
 from rnnexp import __version__, checkpoint, diagnostics, plots
+from rnnexp.atomic import deferred_signals
 from rnnexp.cells import count_parameters
 from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build, build_with
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
 from rnnexp.regularizers import PascanuOmega
+from rnnexp.resume import changed_keys, check_same_run, resume_command
 from rnnexp.ridge import RidgeReadout
 from rnnexp.runinfo import RunRecord, git_commit, resolve_device
+from rnnexp.schema import check_config
+from rnnexp.sweep import JobSignals, exit_code, note_job
 from rnnexp.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -156,6 +159,98 @@ def calibrate_checkpoints(
         checkpoint.save(payload, path)
 
 
+def resume(
+    cfg: DictConfig,
+    run_dir: Path,
+    record: RunRecord,
+    task: Task,
+    model: nn.Module,
+    ema: AveragedModel | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    stream: Any,
+    device: torch.device,
+) -> tuple[int, dict[str, Any], Any]:
+    """``train.resume``: restore every piece of state from the run's ``last.pt`` so that
+    the continued loss curve is the uninterrupted one; returns the step, the best
+    evaluation so far and the carried hidden state. The config must be the run's own
+    (:func:`rnnexp.resume.check_same_run`); the new run folder gets its ``best.pt``."""
+    tc = cfg.train
+    resumed_from = checkpoint.resolve(tc.resume, which="last")
+    saved = checkpoint.load(resumed_from)
+    check_same_run(saved["config"], OmegaConf.to_container(cfg, resolve=True), tc.resume)
+    averaged = saved.get("ema")
+    if averaged is None or ema is None:
+        checkpoint.load_model_state(model, saved["model"], tc.resume)
+    else:
+        checkpoint.load_model_state(model, averaged["trained_model"], tc.resume)
+        checkpoint.load_model_state(ema.module, saved["model"], tc.resume)
+        ema.n_averaged.fill_(averaged["n_averaged"])
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stream.load_state_dict(saved["stream"])
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise RnnexpError(
+            f"cannot resume from {tc.resume}: its optimizer/schedule/data state does not "
+            f"fit this config ({type(err).__name__}: {err}); resume with the same optim, "
+            "sched and task settings"
+        ) from None
+    task.load_state_dict(saved["task"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    if saved["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    step = saved["step"]
+    log.info("resumed from %s at step %d", resumed_from, step)
+    if step >= tc.max_steps:
+        raise RnnexpError(
+            f"{tc.resume} is already at step {step} >= train.max_steps={tc.max_steps}; "
+            "raise train.max_steps to continue"
+        )
+    record.update(resumed_from={"checkpoint": str(resumed_from), "step": step})
+    copy_best(resumed_from, saved, run_dir)
+    return step, saved["best"], state_to(saved.get("carry"), device)
+
+
+def start_from(cfg: DictConfig, task: Task, record: RunRecord) -> dict[str, Any]:
+    """``train.init_from``: the checkpoint whose weights a new run starts from (``best.pt``
+    of a run folder). For the same task its state (vocabularies) is restored first, so the
+    model is built with the same sizes. ``metrics.json`` records the source and the settings
+    that differ from it."""
+    path = checkpoint.resolve(cfg.train.init_from, which="best")
+    source = checkpoint.load(path)
+    saved_task = source["config"].get("task") if isinstance(source["config"], dict) else None
+    if isinstance(saved_task, dict) and saved_task.get("name") == task.name:
+        task.load_state_dict(source["task"])
+    changed = changed_keys(source["config"], OmegaConf.to_container(cfg, resolve=True))
+    changed.pop("train.init_from", None)
+    changed.pop("train.resume", None)
+    record.update(
+        init_from={
+            "checkpoint": str(path),
+            "step": source["step"],
+            "changed": {key: list(values) for key, values in changed.items()},
+        }
+    )
+    log.info("starting from the weights of %s (step %d)", path, source["step"])
+    return source
+
+
+def copy_best(resumed_from: Path, saved: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run starts with the best checkpoint so far: the source run's ``best.pt``
+    when it is the one ``saved["best"]`` describes, or the resumed checkpoint when that is
+    the best. (Otherwise, e.g. a bare ``last.pt`` that was not the best, the new run has a
+    ``best.pt`` once val improves, and ``rnnexp evaluate`` falls back to ``last.pt``.)"""
+    best_step = saved["best"]["step"]
+    target = run_dir / "checkpoints" / "best.pt"
+    if saved["step"] == best_step:
+        checkpoint.save(saved, target)
+        return
+    candidate = resumed_from.with_name("best.pt")
+    if candidate.is_file() and (payload := checkpoint.load(candidate))["step"] == best_step:
+        checkpoint.save(payload, target)
+
+
 def log_evaluation(
     writer: SummaryWriter,
     run_dir: Path,
@@ -189,6 +284,11 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     """Train the configured model in ``run_dir``; returns the final ``metrics.json`` data."""
     started = time.perf_counter()
     tc = cfg.train
+    if tc.resume and tc.get("init_from"):
+        raise RnnexpError(
+            "train.resume continues a run and train.init_from starts a new one from its "
+            "weights; give only one of them"
+        )
     if tc.on_nan not in ("stop", "skip"):
         raise RnnexpError(f"train.on_nan={tc.on_nan!r}; choose stop or skip")
     device = resolve_device(tc.device)
@@ -198,7 +298,10 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
 
     # --- build: task -> model -> optimizer -> schedule -> clipping -> data -------------
     task: Task = build(cfg.task, "task")
+    source = start_from(cfg, task, record) if tc.get("init_from") else None
     model = build_model(cfg, task).to(device)
+    if source is not None:  # train.init_from: a new run from those weights
+        checkpoint.load_model_state(model, source["model"], tc.init_from)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = build_with(cfg.optim, "optim", params)
     closed_form = isinstance(optim, RidgeReadout)  # optim=ridge: no gradient steps
@@ -222,42 +325,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     if tc.resume:
         if closed_form:
             raise RnnexpError("optim=ridge fits in one pass and cannot resume; drop train.resume")
-        saved = checkpoint.load(tc.resume, which="last")
-        averaged = saved.get("ema")
-        if (ema is None) != (averaged is None):
-            before = saved["config"]["train"].get("ema_decay")
-            raise RnnexpError(
-                f"{tc.resume} was trained with train.ema_decay="
-                f"{'null' if before is None else before}; resume with the same value"
-            )
-        if averaged is None:
-            checkpoint.load_model_state(model, saved["model"], tc.resume)
-        else:
-            checkpoint.load_model_state(model, averaged["trained_model"], tc.resume)
-            checkpoint.load_model_state(ema.module, saved["model"], tc.resume)
-            ema.n_averaged.fill_(averaged["n_averaged"])
-        try:
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            stream.load_state_dict(saved["stream"])
-        except (KeyError, ValueError, RuntimeError) as err:
-            raise RnnexpError(
-                f"cannot resume from {tc.resume}: its optimizer/schedule/data state does not "
-                f"fit this config ({type(err).__name__}: {err}); resume with the same optim, "
-                "sched and task settings"
-            ) from None
-        task.load_state_dict(saved["task"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if saved["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-        step, best = saved["step"], saved["best"]
-        state = state_to(saved.get("carry"), device)
-        log.info("resumed from %s at step %d", tc.resume, step)
-        if step >= tc.max_steps:
-            raise RnnexpError(
-                f"{tc.resume} is already at step {step} >= train.max_steps={tc.max_steps}; "
-                "raise train.max_steps to continue"
-            )
+        step, best, state = resume(cfg, run_dir, record, task, model, ema, optimizer, scheduler,
+                                   stream, device)  # fmt: skip
 
     num_params = count_parameters(model)
     record.update(num_params=num_params, device=str(device))
@@ -283,10 +352,11 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         payload = make_checkpoint(
             cfg, step, model, optimizer, scheduler, stream, task, best, carry=state, ema=ema
         )
-        checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
-        if best["step"] == step:
-            checkpoint.save(payload, run_dir / "checkpoints" / "best.pt")
-        record.update(steps=step, best=best)
+        with deferred_signals():  # metrics.json moves with last.pt: a signal waits for both
+            checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
+            if best["step"] == step:
+                checkpoint.save(payload, run_dir / "checkpoints" / "best.pt")
+            record.update(steps=step, best=best)
         return best
 
     train_time, steps_timed, skipped_in_a_row, skipped = 0.0, 0, 0, 0
@@ -417,14 +487,21 @@ def run(cfg: DictConfig) -> float | None:
     Returns the best validation value of the task's metric, for sweepers like Optuna.
     """
     hydra_cfg = HydraConfig.get()
+    note_job(hydra_cfg)  # a sweep's job: the command counts its sweep's jobs at the end
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    try:  # a bad key or value (rnnexp.schema): one line, before anything is built
+        check_config(cfg)
+    except RnnexpError as err:
+        return failed(RunRecord(run_dir, overrides=overrides), err, sweeping)
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
     record = RunRecord(
         run_dir,
         task=cfg.task.name,
         cell=cfg.cell.name,
         choices=choices,
-        overrides=list(hydra_cfg.overrides.task),
+        overrides=overrides,
         seed=cfg.train.seed,
         run_dir=str(run_dir),
         rnnexp_version=__version__,
@@ -432,39 +509,50 @@ def run(cfg: DictConfig) -> float | None:
         command=" ".join(sys.argv),
         **git_commit(),
     )
-    previous = _interrupt_on_sigterm()
+    # SIGTERM (kill, SLURM) and Ctrl-C raise Interrupted: the run records `interrupted`
+    signals = JobSignals.start(run_dir)
     try:
         data = train(cfg, run_dir, record)
     except RnnexpError as err:
-        record.update(status="failed", error=str(err))
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return None  # the sweep goes on; this job's metrics.json says it failed
-        sys.exit(1)
-    except KeyboardInterrupt:
-        record.update(status="interrupted")
-        raise
+        return failed(record, err, sweeping)
+    except KeyboardInterrupt as err:
+        interrupted(record, run_dir, overrides)
+        if sweeping:
+            raise
+        sys.exit(exit_code(err))
     except Exception as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        if sweeping:  # a bug: its traceback in the job's log
+            log.exception("job %s failed; the sweep goes on", hydra_cfg.job.num)
+            return None
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if signals is not None:  # None off the main thread
+            signals.restore()
     return data["best"]["value"]
 
 
-def _interrupt_on_sigterm() -> Any:
-    """Treat SIGTERM (``kill``, a SLURM time limit or preemption) like Ctrl-C, so that the
-    run's ``metrics.json`` says ``interrupted`` instead of ``running`` forever. Returns the
-    handler it replaced, or ``None`` off the main thread (where Python cannot set one)."""
+def failed(record: RunRecord, err: RnnexpError, sweeping: bool) -> None:
+    """Record ``failed`` with the error and print it in one line; a single run exits 1,
+    a sweep's job returns so that the sweep goes on (:mod:`rnnexp.sweep`'s exit code)."""
+    record.update(status="failed", error=str(err))
+    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    if not sweeping:
+        sys.exit(1)
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
 
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread
-        return None
+def interrupted(record: RunRecord, run_dir: Path, overrides: list[str]) -> None:
+    """Record ``interrupted`` and print how to continue from the last complete checkpoint
+    (``metrics.json``'s ``steps`` is the step of ``last.pt``)."""
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        command = resume_command(overrides, run_dir)
+        record.update(status="interrupted", resume_command=command)
+        message = f"interrupted; checkpoints/last.pt holds step {record.data.get('steps')}. "
+        message += f"Continue with: {command}"
+    else:
+        record.update(status="interrupted")
+        message = "interrupted before the first checkpoint (train.eval_every); nothing to resume"
+    console.print(f"[bold yellow]{message}[/]", highlight=False, soft_wrap=True)
 
 
 # `rnnexp train` calls this: Hydra parses sys.argv (overrides, -m, --cfg, ...) and calls run.

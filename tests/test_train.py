@@ -115,12 +115,20 @@ def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
     while not run_dirs(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert run_dirs(tmp_path), "the run never wrote its metrics.json"
-    time.sleep(1.0)  # into the training loop
+    while not list(tmp_path.rglob("last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # into the training loop, past the first checkpoint
+    time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     metrics = json.loads((run_dirs(tmp_path)[0] / "metrics.json").read_text())
     assert metrics["status"] == "interrupted", err[-2000:]
+    assert "Traceback" not in err
+    # metrics.json describes last.pt, and the run says how to continue from it
+    saved = checkpoint.load(run_dirs(tmp_path)[0] / "checkpoints" / "last.pt")
+    assert metrics["steps"] == saved["step"] and f"holds step {saved['step']}" in err
+    assert metrics["resume_command"].endswith(f"train.resume={run_dirs(tmp_path)[0]}")
+    assert metrics["resume_command"] in " ".join(err.split())
 
 
 def test_stop_at_ends_the_run_once_val_reaches_the_target(tmp_path: Path) -> None:
@@ -166,3 +174,35 @@ def test_ema_is_evaluated_checkpointed_and_resumed_exactly(tmp_path: Path) -> No
     with pytest.raises(RnnexpError, match="ema_decay"):  # resuming without it
         run(tmp_path / "plain", "cell=lstm", "model.dropout=0.2", "train.max_steps=20",
             f"train.resume={tmp_path / 'first'}")  # fmt: skip
+
+
+def test_sigterm_inside_a_checkpoint_write_waits_for_the_write_and_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preemption that lands inside ``torch.save`` (of best.pt, after last.pt): the run
+    stops only once both checkpoints and ``metrics.json`` describe that step."""
+    import signal
+
+    from rnnexp.sweep import JobSignals
+
+    original, calls = torch.save, {"n": 0}
+
+    def save(payload, handle, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the writes: last.pt at step 10, then best.pt at step 10
+            signal.raise_signal(signal.SIGTERM)
+        return original(payload, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    signals = JobSignals.start(tmp_path)
+    try:
+        cfg = compose_config(*TINY, "train.max_steps=40")
+        record = RunRecord(tmp_path, task="timer", cell=cfg.cell.name)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path, record)
+    finally:
+        signals.restore()
+    last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")  # whole: it loads
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    assert last["step"] == best["step"] == record.data["steps"] == 10
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))

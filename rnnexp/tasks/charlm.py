@@ -325,6 +325,10 @@ class CharLMTask(Task):
         path = self.text_path()
         tokens = Vocabulary.split(data.read_text(path), self.level)
         total = len(tokens)
+        if total == 0:
+            raise RnnexpError(
+                f"task.data.path={path} is empty (no {self.level}s); pass a text file"
+            )
         n_test = int(total * self.data["test_fraction"])
         n_val = int(total * self.data["val_fraction"])
         n_train = total - n_val - n_test

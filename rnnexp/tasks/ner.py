@@ -98,7 +98,7 @@ class NerTask(TextTask):
     def read_split(self, path: Path, key: str) -> list[tuple[list[str], Any, int, str]]:
         sentences = read_conll(path, key, int(self.data.get("tag_column", -1)))
         for s in sentences:
-            check_tags(s.tags, f"{path}:{s.line}")
+            check_tags(s.tags, str(path), s.line)
         return [(s.words, s.tags, s.line, " ".join(s.words)) for s in sentences]
 
     def fit_labels(self, targets: list[Any]) -> Vocab:
@@ -112,11 +112,13 @@ class NerTask(TextTask):
 
     def encode_target(self, target: Any, where: str) -> Tensor:
         tags = to_scheme(target, self.scheme)
-        for tag in tags:
+        for i, tag in enumerate(tags):
             if tag not in self.labels:
                 raise RnnexpError(
                     f"{where}: entity type {tag[2:]!r} is not among the training types "
-                    f"({', '.join(self.types)}); a model cannot predict a type it never saw"
+                    f"({', '.join(self.types)}); a model cannot predict a type it never saw: "
+                    f"fix the tag of word {i + 1} of the sentence that starts there, or train "
+                    "on a file that has the type"
                 )
         return torch.tensor(self.labels.encode(tags), dtype=torch.long)
 

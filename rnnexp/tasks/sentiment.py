@@ -10,6 +10,7 @@ See ``tasks/sentiment/README.md``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from rnnexp.tasks.text_task import Evaluation, TextTask
 from rnnexp.text import Vocab, read_table, tokenize
 
 GLUE_SST2 = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+INTEGER = re.compile(r"[+-]?\d+")
 
 
 def label_order(labels: set[str]) -> list[str]:
@@ -107,7 +109,42 @@ class SentimentTask(TextTask):
                     f"{path}:{row.line}: empty text in column {text_column!r}; remove the row"
                 )
             examples.append((tokens, row.fields[label_column].strip(), row.line, text))
+        self.check_labels(examples, path, label_column)
         return examples
+
+    def check_labels(
+        self, examples: list[tuple[list[str], Any, int, str]], path: Path, column: str
+    ) -> None:
+        """One-line errors, with the file and line, for a label that is empty, that is not
+        an integer in a file whose labels mostly are (or the other way round), or that is
+        not a key of ``task.data.label_names`` when that is set (it then declares the label
+        set). Such a label in the training file would silently become a class of its own."""
+        for _, label, line, _ in examples:
+            if not label:
+                raise RnnexpError(f"{path}:{line}: no label in column {column!r}; fix that line")
+        numeric = [bool(INTEGER.fullmatch(label)) for _, label, _, _ in examples]
+        if any(numeric) and not all(numeric):
+            majority = 2 * sum(numeric) >= len(numeric)
+            _, label, line, _ = next(
+                e for e, n in zip(examples, numeric, strict=True) if n != majority
+            )
+            others = label_order(
+                {e[1] for e, n in zip(examples, numeric, strict=True) if n == majority}
+            )
+            kind = "is not an integer" if majority else "is an integer"
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise RnnexpError(
+                f"{path}:{line}: label {label!r} {kind}, unlike the file's other labels "
+                f"({shown}); fix that line"
+            )
+        if self.label_names:
+            for _, label, line, _ in examples:
+                if label not in self.label_names:
+                    raise RnnexpError(
+                        f"{path}:{line}: label {label!r} is not in task.data.label_names "
+                        f"({', '.join(self.label_names)}); fix that line, or add the label "
+                        "to task.data.label_names"
+                    )
 
     def split_text(self, text: str) -> list[str]:
         return tokenize(text, self.tokenizer)[: self.max_length]
@@ -119,7 +156,8 @@ class SentimentTask(TextTask):
         if target not in self.labels:
             raise RnnexpError(
                 f"{where}: label {target!r} is not among the training labels "
-                f"({', '.join(self.labels.itos)}); a model cannot predict a class it never saw"
+                f"({', '.join(self.labels.itos)}); a model cannot predict a class it never "
+                "saw: fix that line, or train on a file that has the class"
             )
         return torch.tensor(self.labels[target])
 

@@ -188,7 +188,10 @@ class TextTask(Task):
         path = check_file(value, key, self.source_hint)
         raw = self.read_split(path, key)
         if not raw:
-            raise RnnexpError(f"{key}={value} holds no examples")
+            raise RnnexpError(
+                f"{key}={value} holds no examples (it is empty, or only headers and blank "
+                f"lines); point {key} at a file with data"
+            )
         return raw
 
     def _encode(self, split: str, raw: list[tuple[list[str], Any, int, str]]) -> list[Example]:
