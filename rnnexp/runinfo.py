@@ -58,11 +58,22 @@ class RunRecord:
     ``interrupted``, so sweeps and reports can tell unfinished jobs from finished ones.
     """
 
-    def __init__(self, folder: Path, **fields: Any) -> None:
+    def __init__(self, folder: Path, write: bool = True, **fields: Any) -> None:
         self.path = Path(folder) / METRICS_FILE
         self.data: dict[str, Any] = {"status": "running", **fields}
-        write_json(self.path, self.data)
+        if write:  # False: a record that only its final update writes (a run that fails early)
+            write_json(self.path, self.data)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
         write_json(self.path, self.data)
+
+    def finish(self, **fields: Any) -> str:
+        """:meth:`update` for the last word of a run that ends anyway (failed, interrupted):
+        when ``metrics.json`` cannot be written (a full disk), a note for the message that
+        reports the end, rather than a second error that would hide the first."""
+        try:
+            self.update(**fields)
+        except RnnexpError as err:
+            return f" ({METRICS_FILE} not written either: {err})"
+        return ""

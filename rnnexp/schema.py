@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -128,9 +129,28 @@ class ModelConfig:
 SCHEMAS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig}
 
 
+def top_level_keys() -> set[str]:
+    """The keys a composed config may have at its top: the config groups, ``model`` and
+    ``train``, and the helper keys that shipped experiments define (``hidden_by_cell``)."""
+    from rnnexp.config import GROUPS, config_dir
+
+    known = {*GROUPS, *SCHEMAS} - {"experiment"}
+    for path in (config_dir() / "experiment").glob("*.yaml"):
+        known |= set(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return known - {"defaults", "hydra"}
+
+
 def check_config(cfg: DictConfig) -> None:
     """Check every key of ``cfg.train`` and ``cfg.model``: each known to the schema, none
-    missing, each of its type and in its range. Raises one :class:`RnnexpError` line."""
+    missing, each of its type and in its range; and that the top level holds no unknown
+    key (``+trian.max_steps=5``). Raises one :class:`RnnexpError` line."""
+    known = top_level_keys()
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            keys = ", ".join(sorted(known))
+            hint = f"did you mean {close[0]}?" if close else f"use one of {keys}"
+            raise RnnexpError(f"{key} is not a config key; {hint}")
     for section, schema in SCHEMAS.items():
         values = _plain(cfg, section)
         if not isinstance(values, dict):

@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 
 from rnnexp import __version__, checkpoint, diagnostics, plots
-from rnnexp.atomic import deferred_signals
+from rnnexp.atomic import deferred_signals, remove_stale
 from rnnexp.cells import count_parameters
 from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build, build_with
 from rnnexp.errors import RnnexpError
@@ -209,6 +210,8 @@ def resume(
         )
     record.update(resumed_from={"checkpoint": str(resumed_from), "step": step})
     copy_best(resumed_from, saved, run_dir)
+    for name in ("last.pt", "best.pt"):  # what a writer killed there (kill -9) left behind
+        remove_stale(resumed_from.with_name(name))
     return step, saved["best"], state_to(saved.get("carry"), device)
 
 
@@ -491,30 +494,35 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-    try:  # a bad key or value (rnnexp.schema): one line, before anything is built
-        check_config(cfg)
+    logging.raiseExceptions = False  # a full disk: no traceback from each train.log line
+    threading.excepthook = _thread_error  # nor from TensorBoard's writer thread
+    try:
+        check_config(cfg)  # a bad key or value (rnnexp.schema): before anything is built
+        choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k[:6] != "hydra/"}
+        record = RunRecord(
+            run_dir,
+            task=cfg.task.name,
+            cell=cfg.cell.name,
+            choices=choices,
+            overrides=overrides,
+            seed=cfg.train.seed,
+            run_dir=str(run_dir),
+            rnnexp_version=__version__,
+            torch_version=torch.__version__,
+            command=" ".join(sys.argv),
+            **git_commit(),
+        )
     except RnnexpError as err:
-        return failed(RunRecord(run_dir, overrides=overrides), err, sweeping)
-    choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
-    record = RunRecord(
-        run_dir,
-        task=cfg.task.name,
-        cell=cfg.cell.name,
-        choices=choices,
-        overrides=overrides,
-        seed=cfg.train.seed,
-        run_dir=str(run_dir),
-        rnnexp_version=__version__,
-        torch_version=torch.__version__,
-        command=" ".join(sys.argv),
-        **git_commit(),
-    )
+        return failed(RunRecord(run_dir, write=False, overrides=overrides), err, sweeping)
     # SIGTERM (kill, SLURM) and Ctrl-C raise Interrupted: the run records `interrupted`
     signals = JobSignals.start(run_dir)
     try:
         data = train(cfg, run_dir, record)
     except RnnexpError as err:
         return failed(record, err, sweeping)
+    except OSError as err:  # e.g. TensorBoard's event file on a full disk
+        what = f"cannot write in {run_dir}: {err.strerror or err}"
+        return failed(record, RnnexpError(f"{what}; free space, or set hydra.run.dir"), sweeping)
     except KeyboardInterrupt as err:
         interrupted(record, run_dir, overrides)
         if sweeping:
@@ -535,10 +543,17 @@ def run(cfg: DictConfig) -> float | None:
 def failed(record: RunRecord, err: RnnexpError, sweeping: bool) -> None:
     """Record ``failed`` with the error and print it in one line; a single run exits 1,
     a sweep's job returns so that the sweep goes on (:mod:`rnnexp.sweep`'s exit code)."""
-    record.update(status="failed", error=str(err))
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    unrecorded = record.finish(status="failed", error=str(err))
+    console.print(f"[bold red]error:[/] {err}{unrecorded}", highlight=False, soft_wrap=True)
     if not sweeping:
         sys.exit(1)
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """An ``OSError`` in a background thread (TensorBoard's event writer on a full disk)
+    is reported by the main thread at its next write, in one line; others as usual."""
+    if not issubclass(args.exc_type, OSError):
+        threading.__excepthook__(args)
 
 
 def interrupted(record: RunRecord, run_dir: Path, overrides: list[str]) -> None:
@@ -546,12 +561,13 @@ def interrupted(record: RunRecord, run_dir: Path, overrides: list[str]) -> None:
     (``metrics.json``'s ``steps`` is the step of ``last.pt``)."""
     if (run_dir / "checkpoints" / "last.pt").is_file():
         command = resume_command(overrides, run_dir)
-        record.update(status="interrupted", resume_command=command)
+        unrecorded = record.finish(status="interrupted", resume_command=command)
         message = f"interrupted; checkpoints/last.pt holds step {record.data.get('steps')}. "
-        message += f"Continue with: {command}"
+        message += f"Continue with: {command}{unrecorded}"
     else:
-        record.update(status="interrupted")
+        unrecorded = record.finish(status="interrupted")
         message = "interrupted before the first checkpoint (train.eval_every); nothing to resume"
+        message += unrecorded
     console.print(f"[bold yellow]{message}[/]", highlight=False, soft_wrap=True)
 
 

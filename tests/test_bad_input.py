@@ -67,6 +67,11 @@ CATALOGUE = [
     ("max_steps=0", [*TRAIN, "train.max_steps=0"], "train.max_steps=0"),
     ("max_steps=-5", [*TRAIN, "train.max_steps=-5"], "train.max_steps=-5"),
     ("typo +max_step", [*TRAIN, "+train.max_step=5"], "did you mean train.max_steps?"),
+    (
+        "typo +trian",
+        [*TRAIN, "+trian.max_steps=5"],
+        "trian is not a config key; did you mean train?",
+    ),
     ("batch_size=0", [*TRAIN, "train.batch_size=0"], "train.batch_size=0"),
     ("on_nan", [*TRAIN, "train.on_nan=maybe"], "train.on_nan=maybe"),
     ("device", [*TRAIN, "train.device=gpu"], "train.device=gpu"),

@@ -75,6 +75,8 @@ def test_extending_a_cosine_run_is_refused_with_the_remedy(tmp_path: Path) -> No
 def test_resume_with_allowed_changes_records_its_source_and_keeps_best(
     first: Path, tmp_path: Path
 ) -> None:
+    stale = first / "checkpoints" / ".last.pt.999999999.tmp"  # from a writer killed with -9
+    stale.write_bytes(b"partial")
     metrics = run(
         tmp_path, *COMMON, "train.max_steps=12", "train.eval_every=100", "train.log_every=3",
         f"train.resume={first}",
@@ -85,6 +87,7 @@ def test_resume_with_allowed_changes_records_its_source_and_keeps_best(
     # best.pt of the new folder: the source's best, or a later improvement
     best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     assert best["step"] == metrics["best"]["step"]
+    assert not stale.exists()  # the source's folder is cleaned when it is resumed
 
 
 def test_init_from_starts_a_new_run_from_the_weights_with_new_settings(

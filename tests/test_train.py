@@ -206,3 +206,29 @@ def test_sigterm_inside_a_checkpoint_write_waits_for_the_write_and_the_record(
     best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     assert last["step"] == best["step"] == record.data["steps"] == 10
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_full_disk_in_the_middle_of_a_run_is_one_line(tmp_path: Path) -> None:
+    """Files that stop growing (here a file-size limit: EFBIG, as ENOSPC on a full disk)
+    while TensorBoard, the checkpoints and metrics.json are written: one line, exit 1."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size() -> None:  # in the child: EFBIG instead of the SIGXFSZ kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnexp", "train", *TINY, "model.hidden_size=64",
+         "train.log_every=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0", "COLUMNS": "300"},
+        capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot write" in errors[0], proc.stderr[-2000:]
+    assert len(proc.stderr.splitlines()) <= 3
