@@ -166,7 +166,7 @@ def predict(
 @app.command("ls")
 def ls(
     group: str = typer.Argument(
-        None, help="cells, tasks, optim, sched, clip or experiments; all when omitted."
+        None, help="cells, tasks, optim, sched, clip, experiments or debug; all when omitted."
     ),
     input_size: int = typer.Option(2, help="Input features for the cells' parameter counts."),
     hidden_size: int = typer.Option(64, help="Hidden units for the cells' parameter counts."),

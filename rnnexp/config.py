@@ -1,11 +1,14 @@
-"""Where the configs live and how config nodes become objects."""
+"""How config nodes become objects, and what a saved config may build.
+
+Where the configs live (:data:`GROUPS`, :func:`config_dir`) is :mod:`rnnexp.schema`'s,
+re-exported here.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import re
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -16,19 +19,12 @@ from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.errors import RnnexpError
+from rnnexp.schema import CONFIG_MODULE, GROUPS, check_value, config_dir
 
-# `conf/` at the top of the checkout ships as the package `rnnexp.conf` (pyproject.toml).
-CONFIG_MODULE = "rnnexp.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
-GROUPS = ("cell", "task", "optim", "sched", "clip", "regularizer", "memory", "experiment")
 # The keys that make Hydra's `instantiate` import and call something.
 SPECIAL_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
-
-
-def config_dir() -> Path:
-    """The folder holding ``config.yaml`` and one folder per config group."""
-    return Path(str(files(CONFIG_MODULE)))
 
 
 def choices(group: str) -> dict[str, str]:
@@ -214,8 +210,6 @@ def check_arguments(node: DictConfig, what: str, skip: set[str] | None = None) -
     ``task.num_test=abc`` is one line naming the key (:func:`rnnexp.schema.check_value`).
     Keys in ``skip`` (passed by the caller), special keys, nested nodes and arguments
     without a checkable annotation are left to the target."""
-    from rnnexp.schema import check_value
-
     target = node.get("_target_")
     if not isinstance(target, str) or not target.startswith("rnnexp."):
         return

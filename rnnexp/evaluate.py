@@ -16,6 +16,7 @@ from rnnexp.model import SequenceModel, build_model
 from rnnexp.runinfo import resolve_device, write_json
 from rnnexp.schema import check_key
 from rnnexp.tasks.base import Task, check_split
+from rnnexp.tasks.text_task import TextTask
 
 
 @dataclass
@@ -112,14 +113,13 @@ def evaluate_checkpoint(
     if restored.calibration is not None:
         result["calibration"] = restored.calibration
     if restored.cfg.get("write_predictions"):
-        write = getattr(restored.task, "write_predictions", None)
-        if write is None:
+        if not isinstance(restored.task, TextTask):
             raise RnnexpError(
                 f"task {restored.cfg.task.name!r} cannot write predictions; "
                 "+write_predictions=true works with the text tasks (sentiment, ner)"
             )
         stem = restored.path.with_name(f"{restored.path.stem}.{split}")
-        predictions = write(restored.model, split, restored.device, stem)
+        predictions = restored.task.write_predictions(restored.model, split, restored.device, stem)
         result["predictions"] = str(predictions)
     out = restored.path.with_name(f"{restored.path.stem}.{split}.json")
     try:

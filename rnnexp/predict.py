@@ -19,6 +19,7 @@ from rich.table import Table
 
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import Restored, restore
+from rnnexp.tasks.text_task import TextTask
 
 CHUNK = 256  # sentences per forward pass
 TYPE_STYLES = ("bold magenta", "bold cyan", "bold green", "bold yellow", "bold blue", "bold red")
@@ -45,7 +46,7 @@ def predict(
 ) -> tuple[Restored, list[dict]]:
     """The restored model and one answer (plain data) per sentence."""
     restored = restore(run, which, [f"train.device={device}"])
-    if not hasattr(restored.task, "predict_texts"):
+    if not isinstance(restored.task, TextTask):
         raise RnnexpError(
             f"{restored.path} is a {restored.cfg.task.name!r} model; rnnexp predict labels "
             "sentences with the text tasks (sentiment, ner)"

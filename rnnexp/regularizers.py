@@ -23,6 +23,10 @@ class NoRegularizer:
     def backward(self, loss: Tensor, steps: list[Tensor] | None, model: nn.Module, step: int):
         loss.backward()
 
+    def logged(self) -> dict[str, float]:
+        """Values to log after each step as ``train/<name>``: none."""
+        return {}
+
 
 class PascanuOmega:
     r"""Pascanu, Mikolov & Bengio 2013 (eq. 9): keep the backpropagated error's norm.
@@ -61,6 +65,10 @@ class PascanuOmega:
         self.alpha = alpha
         self.decay = decay
         self.last_value = float("nan")  # Ω at the latest step, for logging
+
+    def logged(self) -> dict[str, float]:
+        """Ω at the latest step, logged as ``train/omega``."""
+        return {"omega": self.last_value}
 
     @staticmethod
     def recurrence(rnn: nn.Module) -> tuple[Tensor, str]:

@@ -4,8 +4,8 @@ A resumed run restores the model, optimizer, schedule, data stream and RNG state
 checkpoint, so every setting that shaped them must be the run's own: :func:`check_same_run`
 compares the composed config with the config saved in the checkpoint and refuses, in one
 line, any difference outside :data:`RESUMABLE` (how long to train, how often to evaluate
-and log, where the data lies, which device). What is recorded (``.hydra/config.yaml``,
-``metrics.json``) then equals what runs.
+and log, where the data lies, which device) and the ``callbacks.*`` keys (:data:`LOGGING`).
+What is recorded (``.hydra/config.yaml``, ``metrics.json``) then equals what runs.
 
 To change a setting, start a new run from the weights with ``train.init_from=RUN_OR_CKPT``
 (char-rnn's ``-init_from``, nanoGPT's ``init_from``): the model's weights (and, for the
@@ -45,6 +45,9 @@ RESUMABLE = frozenset(
 # Where the data lie may differ between machines (the files are the same: a text task
 # checks its vocabulary against the checkpoint's).
 DATA_LOCATION = re.compile(r"task\.(data\.(\w+_)?(path|dir)|embeddings\.path)")
+# What watches the run (conf/callbacks/: logging, figures, progress) may change too; a
+# checkpoint written before the callbacks group existed lacks these keys.
+LOGGING = re.compile(r"callbacks\..+")
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -72,7 +75,7 @@ def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tup
 def _fixed(key: str, values: tuple[Any, Any]) -> bool:
     """Whether a change of ``key`` would make the resumed run differ from the saved one.
     A key the saved config lacks (one added to rnnexp since) is harmless at ``null``."""
-    if key in RESUMABLE or DATA_LOCATION.fullmatch(key):
+    if key in RESUMABLE or DATA_LOCATION.fullmatch(key) or LOGGING.fullmatch(key):
         return False
     return not (values[0] == "<absent>" and values[1] is None)
 

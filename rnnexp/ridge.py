@@ -9,12 +9,17 @@ Only the head changes; with another cell than ``esn`` this fits a readout on top
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
+from omegaconf import DictConfig
 
 from rnnexp.cells.esn import ridge_readout
 from rnnexp.errors import RnnexpError
 from rnnexp.model import SequenceModel
-from rnnexp.tasks.base import BatchStream, Task, eval_mode
+from rnnexp.tasks.base import Batch, Task, eval_mode
+from rnnexp.updates import RidgeUpdate
 
 
 class RidgeReadout:
@@ -29,12 +34,21 @@ class RidgeReadout:
         self.alpha = alpha
         self.batches = batches
 
+    def make_update(
+        self, model: SequenceModel, task: Task, stream: Any, train: DictConfig,
+        device: torch.device,
+    ) -> RidgeUpdate:  # fmt: skip
+        """The loop's update for ``optim=ridge`` (:class:`rnnexp.updates.MakesUpdate`)."""
+        if train.ema_decay is not None:
+            raise RnnexpError("train.ema_decay averages gradient steps, and optim=ridge takes none")
+        return RidgeUpdate(model, task, self, stream, train.washout, device)
+
     @torch.no_grad()
     def fit(
         self,
         model: SequenceModel,
         task: Task,
-        stream: BatchStream,
+        stream: Iterator[Batch],
         washout: int,
         device: torch.device,
     ) -> float:

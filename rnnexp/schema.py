@@ -24,6 +24,7 @@ import tempfile
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -35,6 +36,19 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
 from rnnexp.errors import RnnexpError
+
+# `conf/` at the top of the checkout ships as the package `rnnexp.conf` (pyproject.toml).
+CONFIG_MODULE = "rnnexp.conf"
+GROUPS = (
+    "cell", "task", "optim", "sched", "clip", "regularizer", "memory", "callbacks", "experiment",
+    "debug",
+)  # fmt: skip
+
+
+def config_dir() -> Path:
+    """The folder holding ``config.yaml`` and one folder per config group."""
+    return Path(str(files(CONFIG_MODULE)))
+
 
 # what a value of each type is called: (it is not ..., give ...)
 NOUNS: dict[type, tuple[str, str]] = {
@@ -131,12 +145,12 @@ SCHEMAS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig}
 
 def top_level_keys() -> set[str]:
     """The keys a composed config may have at its top: the config groups, ``model`` and
-    ``train``, and the helper keys that shipped experiments define (``hidden_by_cell``)."""
-    from rnnexp.config import GROUPS, config_dir
-
-    known = {*GROUPS, *SCHEMAS} - {"experiment"}
-    for path in (config_dir() / "experiment").glob("*.yaml"):
-        known |= set(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    ``train``, and the helper keys that shipped experiments define (``hidden_by_cell``).
+    ``experiment`` and ``debug`` are not keys: their options are ``# @package _global_``."""
+    known = {*GROUPS, *SCHEMAS} - {"experiment", "debug"}
+    for group in ("experiment", "debug", "debug_task"):  # `# @package _global_` configs
+        for path in (config_dir() / group).glob("*.yaml"):
+            known |= set(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     return known - {"defaults", "hydra"}
 
 

@@ -7,10 +7,11 @@ Used by the ``sentiment`` and ``ner`` tasks and meant for any later text task:
   (``-DOCSTART-`` skipped, any tag column, IOB1/IOB2/IOBES tags converted to one scheme);
 * tokenization (whitespace, or ``simple``: punctuation and English clitics split off),
   optional lower-casing and digit normalization;
-* :class:`Vocab`, built from the training split only (``min_freq``, ``max_size``, ``<pad>``
-  at id 0 and ``<unk>`` at id 1) and saved in every checkpoint as a plain list;
+* vocabularies (:class:`rnnexp.vocab.Vocab`, :meth:`~rnnexp.vocab.Vocab.by_frequency`),
+  built from the training split only (``min_freq``, ``max_size``, ``<pad>`` at id 0 and
+  ``<unk>`` at id 1) and saved in every checkpoint as plain data;
 * :func:`collate`: padding with the true lengths (the model packs the sequences, so
-  padding never changes a result) and singleton word dropout; :class:`EpochStream`:
+  padding never changes a result) and singleton word dropout; :class:`BucketStream`:
   epochs in length buckets, resumable exactly;
 * :func:`read_vectors`: pretrained vectors in GloVe's text format.
 
@@ -22,23 +23,20 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from rnnexp.data import not_utf8, unreadable
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch
+from rnnexp.streams import Batch, EpochStream
+from rnnexp.vocab import PAD_ID, UNK_ID, Vocab
 
 log = logging.getLogger(__name__)
 
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
 IGNORE = -100  # target at padded steps: F.cross_entropy's ignore_index
 
 # ---------------------------------------------------------------------------- tokens
@@ -69,50 +67,6 @@ def normalize(token: str, lowercase: bool = False, digits: bool = False) -> str:
     if digits:
         token = DIGIT.sub("0", token)
     return token
-
-
-class Vocab:
-    """Tokens <-> ids. ``<pad>`` is id 0 and ``<unk>`` id 1 when ``specials`` (words,
-    characters); label sets have no specials and refuse unknown entries.
-
-    ``counts`` (training frequencies, not saved) lets the training stream find singletons.
-    """
-
-    def __init__(self, itos: Iterable[str], specials: bool = True) -> None:
-        self.itos = list(itos)
-        self.specials = specials
-        if specials and self.itos[:2] != [PAD, UNK]:
-            self.itos = [PAD, UNK, *(t for t in self.itos if t not in (PAD, UNK))]
-        self.stoi = {token: i for i, token in enumerate(self.itos)}
-        self.counts: Counter[str] = Counter()
-
-    @classmethod
-    def build(cls, counts: Counter[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
-        """``<pad>``, ``<unk>`` and the tokens seen at least ``min_freq`` times, most
-        frequent first (ties alphabetical, so the vocabulary never depends on file order),
-        at most ``max_size`` entries in all."""
-        kept = sorted(
-            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
-        )
-        if max_size is not None:
-            if max_size < 3:
-                raise RnnexpError(f"task.vocab_size={max_size}: allow at least 3 entries")
-            kept = kept[: max_size - 2]
-        vocab = cls(kept)
-        vocab.counts = counts
-        return vocab
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __contains__(self, token: str) -> bool:
-        return token in self.stoi
-
-    def __getitem__(self, token: str) -> int:
-        return self.stoi.get(token, UNK_ID) if self.specials else self.stoi[token]
-
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        return [self[t] for t in tokens]
 
 
 # ---------------------------------------------------------------------------- files
@@ -405,15 +359,16 @@ def collate(
     return Batch(inputs=inputs, targets=targets, lengths=lengths)
 
 
-class EpochStream:
+class BucketStream(EpochStream):
     """Endless training batches, epoch after epoch, bucketed by length.
 
     Each epoch shuffles the examples, cuts them into buckets of ``bucket_size`` batches,
     sorts each bucket by length and cuts it into batches (so a batch holds sequences of
     similar length and little padding), then shuffles the batches. ``bucket_size=1``: plain
-    shuffled batches. The epoch's order comes from ``(seed, epoch)`` alone; a second
-    generator serves ``make_batch`` (word dropout). ``state_dict`` holds the epoch, the
-    position in it and that generator, so a resumed run sees exactly the same batches.
+    shuffled batches. The epoch's order comes from ``(seed, epoch)`` alone; the stream's
+    generator serves ``make_batch`` (word dropout). The state (:class:`EpochStream`'s: the
+    epoch, the position in it and that generator) lets a resumed run see exactly the same
+    batches.
     """
 
     def __init__(
@@ -431,9 +386,7 @@ class EpochStream:
         self.batch_size = batch_size
         self.seed = seed
         self.bucket_size = max(int(bucket_size), 1)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch, self.position = 0, 0
-        self.order = self.plan(0)
+        super().__init__(seed)
 
     def plan(self, epoch: int) -> list[list[int]]:
         """The batches of ``epoch``, as lists of example indices."""
@@ -450,32 +403,15 @@ class EpochStream:
         shuffle = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in shuffle]
 
+    def start_epoch(self) -> None:
+        self.order = self.plan(self.epoch)  # draws nothing from the stream's generator
+
     @property
-    def steps_per_epoch(self) -> int:
+    def batches_per_epoch(self) -> int:  # type: ignore[override]
         return len(self.order)
 
-    def __iter__(self) -> EpochStream:
-        return self
-
-    def __next__(self) -> Batch:
-        if self.position == len(self.order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self.order = self.plan(self.epoch)
-        indices = self.order[self.position]
-        self.position += 1
-        return self.make_batch(indices, self.generator)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
-        self.generator.set_state(state["generator"])
-        self.order = self.plan(self.epoch)
+    def batch(self, position: int) -> Batch:
+        return self.make_batch(self.order[position], self.generator)
 
 
 # ---------------------------------------------------------------------------- vectors
@@ -506,7 +442,7 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
     become U+FFFD, so such a word matches nothing (torchtext skips those words too).
     """
     lower: dict[str, list[int]] = {}
-    for i, token in enumerate(vocab.itos):
+    for i, token in enumerate(vocab.tokens):
         lower.setdefault(token.lower(), []).append(i)
     vectors = torch.zeros(len(vocab), dim)
     exact = torch.zeros(len(vocab), dtype=torch.bool)
@@ -532,11 +468,11 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
                         f"file's other lines have {dim} (line {width[1]}); fix that line"
                     )
                 word, values = " ".join(parts[:-dim]), parts[-dim:]
-                if word not in vocab.stoi and word not in lower:
+                if word not in vocab.index and word not in lower:
                     continue
                 vector = torch.tensor([float(v) for v in values])
-                if word in vocab.stoi:
-                    i = vocab.stoi[word]
+                if word in vocab.index:
+                    i = vocab.index[word]
                     vectors[i], exact[i], found[i] = vector, True, True
                 for i in lower.get(word, []):
                     if not exact[i]:

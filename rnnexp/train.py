@@ -1,15 +1,16 @@
 """``rnnexp train``: the Hydra entry point and the one training loop.
 
-Read :func:`train` top to bottom: build everything from the config, optionally restore
-a checkpoint, then step -> log -> evaluate/checkpoint until ``train.max_steps``, then
-score the held-out test set and write ``metrics.json``.
+Read :func:`train` top to bottom: build everything from the config (the task, the model,
+the :mod:`update <rnnexp.updates>` that changes its parameters, the
+:mod:`callbacks <rnnexp.callbacks>` that watch), optionally restore a checkpoint, then
+step -> callbacks -> evaluate/checkpoint until ``train.max_steps``, then score the
+held-out test set and write ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import sys
 import threading
 import time
@@ -22,36 +23,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.tensorboard import SummaryWriter
 
-from rnnexp import __version__, checkpoint, diagnostics, plots
+from rnnexp import __version__, checkpoint
 from rnnexp.atomic import deferred_signals, remove_stale
+from rnnexp.callbacks import Callbacks, Run
 from rnnexp.cells import count_parameters
-from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build, build_with
+from rnnexp.config import CONFIG_NAME, CONFIG_PATH, build
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
-from rnnexp.regularizers import PascanuOmega
 from rnnexp.resume import changed_keys, check_same_run, resume_command
-from rnnexp.ridge import RidgeReadout
 from rnnexp.runinfo import RunRecord, git_commit, resolve_device
 from rnnexp.schema import check_config
 from rnnexp.sweep import JobSignals, exit_code, note_job
 from rnnexp.tasks.base import Task
+from rnnexp.updates import Update, build_update
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
-
-
-def detach_state(state: Any) -> Any:
-    """Cut the graph behind a carried hidden state (truncated BPTT)."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    return type(state)(detach_state(s) for s in state)
 
 
 def state_to(state: Any, device: torch.device) -> Any:
@@ -70,59 +60,30 @@ def reached(value: float, target: float | None, mode: str) -> bool:
     return target is not None and (value <= target if mode == "min" else value >= target)
 
 
-def ema_of(model: nn.Module, decay: float) -> AveragedModel:
-    r"""An exponential moving average of ``model``'s parameters (Polyak averaging), with
-    timm's warm-up so that early evaluations are not dominated by the initial weights.
-
-    .. math::
-        \bar\theta \leftarrow d_n \bar\theta + (1 - d_n) \theta, \qquad
-        d_n = \min\left(d, \frac{1 + n}{10 + n}\right)
-
-    after each optimizer step, where ``n`` is the number of steps already averaged (the
-    first is copied). ``torch.optim.swa_utils.AveragedModel`` keeps the copy and ``n``.
-    Buffers (fixed reservoirs, masks) are copied, not averaged.
-    """
-    if not 0.0 < decay < 1.0:
-        raise RnnexpError(f"train.ema_decay={decay} is outside (0, 1); use e.g. 0.999, or null")
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
-        n_steps = int(n.item())  # steps averaged before this one (>= 1 here)
-        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + n_steps) / (10 + n_steps)))
-
-    return AveragedModel(model, multi_avg_fn=update)
-
-
 def make_checkpoint(
     cfg: DictConfig,
     step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    update: Update,
     stream: Any,
     task: Task,
     best: dict[str, Any],
     carry: Any = None,
-    ema: AveragedModel | None = None,
 ) -> dict[str, Any]:
     """Everything needed to resume exactly, as tensors and plain Python data.
 
     ``carry`` is the hidden state that the next batch continues from (truncated BPTT over
-    a long stream, e.g. ``task=charlm``), or ``None``. With ``train.ema_decay``, ``model``
-    holds the averaged weights (those that evaluate, sample and predict use) and ``ema``
-    the trained weights and the number of averaged steps, for resuming.
+    a long stream, e.g. ``task=charlm``), or ``None``. The update gives ``model``,
+    ``ema``, ``optimizer`` and ``scheduler`` (:meth:`rnnexp.updates.Update.state_dict`):
+    with ``train.ema_decay``, ``model`` holds the averaged weights (those that evaluate,
+    sample and predict use) and ``ema`` the trained weights and the number of averaged
+    steps, for resuming.
     """
     return {
         "format": checkpoint.FORMAT,
         "rnnexp_version": __version__,
         "step": step,
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "model": (ema.module if ema is not None else model).state_dict(),
-        "ema": None
-        if ema is None
-        else {"trained_model": model.state_dict(), "n_averaged": int(ema.n_averaged.item())},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        **update.state_dict(),
         "stream": stream.state_dict(),
         "task": task.state_dict(),
         "rng": {
@@ -132,6 +93,27 @@ def make_checkpoint(
         "best": best,
         "carry": carry,
     }
+
+
+def calibrate(
+    run_dir: Path,
+    task: Task,
+    scored: nn.Module,
+    device: torch.device,
+    step: int,
+    record: RunRecord,
+    writer: SummaryWriter,
+) -> None:
+    """``task.calibrate`` (charlm's temperature): fit it on val, record it with the
+    uncalibrated test score, add it to the checkpoints and apply it for the test score."""
+    calibration = task.calibrate(scored, device)
+    if calibration is None:
+        return
+    record.update(final_uncalibrated=task.evaluate(scored, "test", device))
+    calibrate_checkpoints(run_dir, task, scored, device, step, calibration)
+    scored.divide_logits(calibration["temperature"])  # for the test score
+    record.update(calibration=calibration)
+    writer.add_scalar("calibration/temperature", calibration["temperature"], step)
 
 
 def calibrate_checkpoints(
@@ -165,10 +147,7 @@ def resume(
     run_dir: Path,
     record: RunRecord,
     task: Task,
-    model: nn.Module,
-    ema: AveragedModel | None,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    update: Update,
     stream: Any,
     device: torch.device,
 ) -> tuple[int, dict[str, Any], Any]:
@@ -180,16 +159,8 @@ def resume(
     resumed_from = checkpoint.resolve(tc.resume, which="last")
     saved = checkpoint.load(resumed_from)
     check_same_run(saved["config"], OmegaConf.to_container(cfg, resolve=True), tc.resume)
-    averaged = saved.get("ema")
-    if averaged is None or ema is None:
-        checkpoint.load_model_state(model, saved["model"], tc.resume)
-    else:
-        checkpoint.load_model_state(model, averaged["trained_model"], tc.resume)
-        checkpoint.load_model_state(ema.module, saved["model"], tc.resume)
-        ema.n_averaged.fill_(averaged["n_averaged"])
     try:
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        update.load_state_dict(saved, tc.resume)  # model, averaged weights, optimizer, ...
         stream.load_state_dict(saved["stream"])
     except (KeyError, ValueError, RuntimeError) as err:
         raise RnnexpError(
@@ -254,35 +225,6 @@ def copy_best(resumed_from: Path, saved: dict[str, Any], run_dir: Path) -> None:
         checkpoint.save(payload, target)
 
 
-def log_evaluation(
-    writer: SummaryWriter,
-    run_dir: Path,
-    task: Task,
-    model: nn.Module,
-    device: torch.device,
-    split: str,
-    step: int,
-    histograms_of: nn.Module | None = None,
-) -> dict[str, float]:
-    """Score ``split``; log scalars, the task's figures (also as PNG), and histograms of
-    the weights and gradients of ``histograms_of`` (the trained model) when given."""
-    metrics = task.evaluate(model, split, device)
-    for key, value in metrics.items():
-        writer.add_scalar(f"{split}/{key}", value, step)
-    for name, fig in task.figures(model, device).items():
-        plots.save_png(fig, run_dir / "plots" / f"{name}.png")
-        writer.add_figure(name, fig, step)  # closes the figure
-    for name, text in task.texts(model, device).items():
-        writer.add_text(name, text, step)  # e.g. samples of a language model
-    if histograms_of is not None:
-        for name, param in histograms_of.named_parameters():
-            writer.add_histogram(f"weights/{name}", param.detach(), step)
-            if param.grad is not None:
-                writer.add_histogram(f"grads/{name}", param.grad, step)
-    writer.flush()
-    return metrics
-
-
 def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     """Train the configured model in ``run_dir``; returns the final ``metrics.json`` data."""
     started = time.perf_counter()
@@ -292,162 +234,59 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
             "train.resume continues a run and train.init_from starts a new one from its "
             "weights; give only one of them"
         )
-    if tc.on_nan not in ("stop", "skip"):
-        raise RnnexpError(f"train.on_nan={tc.on_nan!r}; choose stop or skip")
     device = resolve_device(tc.device)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(tc.seed)  # model init and dropout; data have their own generator
 
-    # --- build: task -> model -> optimizer -> schedule -> clipping -> data -------------
+    # --- build: task -> model -> data -> update (optimizer, schedule, ...) -> callbacks --
     task: Task = build(cfg.task, "task")
     source = start_from(cfg, task, record) if tc.get("init_from") else None
     model = build_model(cfg, task).to(device)
     if source is not None:  # train.init_from: a new run from those weights
         checkpoint.load_model_state(model, source["model"], tc.init_from)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = build_with(cfg.optim, "optim", params)
-    closed_form = isinstance(optim, RidgeReadout)  # optim=ridge: no gradient steps
-    optimizer = torch.optim.SGD(params, lr=0.0) if closed_form else optim
-    scheduler = build_with(cfg.sched, "sched", optimizer)
-    clip = build(cfg.clip, "clip")
-    regularizer = build(cfg.regularizer, "regularizer")
-    diagnose_flow = task.diagnostics if tc.diagnostics is None else tc.diagnostics
-    step_by_step = regularizer.needs_steps or clip.grad_hook is not None
     stream = task.train_stream(tc.batch_size, tc.seed)
-    if tc.ema_decay is not None and closed_form:
-        raise RnnexpError("train.ema_decay averages gradient steps, and optim=ridge takes none")
-    # ema: the averaged weights, which evaluation, checkpoints and sampling use
-    ema = ema_of(model, tc.ema_decay) if tc.ema_decay is not None else None
-    scored = ema.module if ema is not None else model
+    update = build_update(cfg, model, task, stream, device)
+    callbacks = Callbacks(cfg)
     # best: the evaluation with the best value of the task's metric on the val split
     step, best = 0, {"step": None, "metric": task.metric, "value": None, "val": None}
     state = None  # the hidden state carried between batches (Batch.reset_state=False)
 
     # --- resume: every piece of state, so the continued loss curve is the same ----------
     if tc.resume:
-        if closed_form:
-            raise RnnexpError("optim=ridge fits in one pass and cannot resume; drop train.resume")
-        step, best, state = resume(cfg, run_dir, record, task, model, ema, optimizer, scheduler,
-                                   stream, device)  # fmt: skip
+        step, best, state = resume(cfg, run_dir, record, task, update, stream, device)
 
     num_params = count_parameters(model)
     record.update(num_params=num_params, device=str(device))
     log.info("%s on %s: %d parameters, device %s", cfg.cell.name, task.name, num_params, device)
-    writer = SummaryWriter(log_dir=str(run_dir))
-
-    def evaluate_and_checkpoint(step: int, best: dict[str, Any]) -> dict[str, Any]:
-        """Score val, log pictures, write last.pt (and best.pt when val improved)."""
-        histograms_of = model if tc.histograms else None
-        val = log_evaluation(writer, run_dir, task, scored, device, "val", step, histograms_of)
-        if ema is not None:  # the trained weights too, to see what the average gains
-            for key, value in task.evaluate(model, "val", device).items():
-                writer.add_scalar(f"val_raw/{key}", value, step)
-        if diagnose_flow and (batch := task.diagnostics_batch()) is not None:
-            title = f"{cfg.cell.name} on {task.name}, step {step}"
-            stats, fig = diagnostics.diagnose(model, task, batch, device, title)
-            for key, value in stats.items():
-                writer.add_scalar(f"diagnostics/{key}", value, step)
-            plots.save_png(fig, run_dir / "plots" / "gradient_flow.png")
-            writer.add_figure("gradient_flow", fig, step)
-        if is_better(val[task.metric], best["value"], task.metric_mode):
-            best = {"step": step, "metric": task.metric, "value": val[task.metric], "val": val}
-        payload = make_checkpoint(
-            cfg, step, model, optimizer, scheduler, stream, task, best, carry=state, ema=ema
-        )
-        with deferred_signals():  # metrics.json moves with last.pt: a signal waits for both
-            checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
-            if best["step"] == step:
-                checkpoint.save(payload, run_dir / "checkpoints" / "best.pt")
-            record.update(steps=step, best=best)
-        return best
-
-    train_time, steps_timed, skipped_in_a_row, skipped = 0.0, 0, 0, 0
-    if closed_form:
-        tick = time.perf_counter()
-        step = 1  # one pass over the training data
-        train_loss = optim.fit(model, task, stream, washout=tc.washout, device=device)
-        writer.add_scalar("train/loss", train_loss, step)
-        train_time, steps_timed = time.perf_counter() - tick, 1
-        best = evaluate_and_checkpoint(step, best)
-    smooth_loss = math.nan
+    max_steps = update.total_steps(tc.max_steps)  # optim=ridge: one closed-form step
+    scored = update.scored  # the weights evaluated: the moving average with train.ema_decay
+    train_time, steps_timed = 0.0, 0
     model.train()
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4g}  best val {task.fields[metric]}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not tc.progress or closed_form,
-    )
-    with progress:
-        bar = progress.add_task(
-            f"{task.name}/{cfg.cell.name}", total=tc.max_steps, completed=step,
-            loss=math.nan, metric="-",
-        )  # fmt: skip
-        while step < tc.max_steps and not closed_form:
+    watched = Run(cfg, run_dir, task, model, scored, device, record, step, max_steps)
+    with callbacks.running(watched):
+        while step < max_steps:
             step += 1
             tick = time.perf_counter()
             batch = next(stream).to(device)
-            if batch.reset_state:
-                state = None
-            if step_by_step:  # h_t as graph nodes: Ω, hidden-gradient clipping
-                hidden, state, steps = model.recur_steps(batch.inputs, state, clip.grad_hook)
-            else:  # fused kernels
-                hidden, state = model.recur(batch.inputs, state, batch.lengths)  # (B, T, D*H)
-                steps = None
-            state = detach_state(state)
-            loss = task.loss(model.readout(hidden, batch.lengths), batch)
-            loss_value = loss.item()
-            norm = math.nan
-            if math.isfinite(loss_value):
-                optimizer.zero_grad(set_to_none=True)
-                regularizer.backward(loss, steps, model, step)  # ∇(loss + e.g. Pascanu's αΩ)
-                norm = clip(params).item()  # global gradient norm before clipping
-            if not (math.isfinite(loss_value) and math.isfinite(norm)):
-                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                value = loss_value if what == "loss" else norm
-                if tc.on_nan == "stop":
-                    raise RnnexpError(
-                        f"{what} is {value} at step {step}: training diverged; clip the "
-                        "gradient (clip=norm clip.max_norm=1), lower optim.lr, or set "
-                        "train.on_nan=skip to skip such steps"
-                    )
-                skipped, skipped_in_a_row = skipped + 1, skipped_in_a_row + 1
-                if skipped_in_a_row > tc.max_skipped:
-                    raise RnnexpError(
-                        f"{what} was NaN/inf for {skipped_in_a_row} steps in a row up to step "
-                        f"{step}; clip the gradient (clip=norm) or lower optim.lr"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                state = None
-                scheduler.step()
-                progress.update(bar, advance=1)
-                continue
-            skipped_in_a_row = 0
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-
-            smooth_loss = (
-                loss_value if math.isnan(smooth_loss) else 0.9 * smooth_loss + 0.1 * loss_value
-            )
-            if step % tc.log_every == 0:
-                writer.add_scalar("train/loss", loss_value, step)
-                writer.add_scalar("train/grad_norm", norm, step)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                if isinstance(regularizer, PascanuOmega):
-                    writer.add_scalar("train/omega", regularizer.last_value, step)
-            progress.update(bar, advance=1, loss=smooth_loss)
+            result = update.step(batch, state, step)  # forward, backward, optimizer step
+            state = result.state
+            callbacks.on_step_end(step, result)
             train_time += time.perf_counter() - tick  # the whole step, logging included
             steps_timed += 1
 
-            if step % tc.eval_every == 0 or step == tc.max_steps:
-                best = evaluate_and_checkpoint(step, best)
-                progress.update(bar, metric=f"{best['val'][task.metric]:.4g}")
+            if step % tc.eval_every == 0 or step == max_steps:
+                val = task.evaluate(scored, "val", device)
+                callbacks.on_evaluate(step, "val", val)
+                if is_better(val[task.metric], best["value"], task.metric_mode):
+                    best = {"step": step, "metric": task.metric, "value": val[task.metric],
+                            "val": val}  # fmt: skip
+                payload = make_checkpoint(cfg, step, update, stream, task, best, carry=state)
+                with deferred_signals():  # metrics.json moves with last.pt: a signal waits
+                    checkpoint.save(payload, run_dir / "checkpoints" / "last.pt")
+                    if best["step"] == step:
+                        checkpoint.save(payload, run_dir / "checkpoints" / "best.pt")
+                    record.update(steps=step, best=best)
                 stop_at = tc.get("stop_at")
                 if best["step"] == step and reached(best["value"], stop_at, task.metric_mode):
                     log.info("val %s=%.4g reached train.stop_at=%g at step %d: stopping",
@@ -455,23 +294,15 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                     record.update(stopped_at_target=True)
                     break
 
-    calibration = task.calibrate(scored, device)  # task.calibrate: charlm's temperature
-    if calibration is not None:
-        record.update(final_uncalibrated=task.evaluate(scored, "test", device))
-        calibrate_checkpoints(run_dir, task, scored, device, step, calibration)
-        scored.divide_logits(calibration["temperature"])  # for the test score below
-        record.update(calibration=calibration)
-        writer.add_scalar("calibration/temperature", calibration["temperature"], step)
-    final = log_evaluation(writer, run_dir, task, scored, device, "test", step)
-    if ema is not None:
-        record.update(final_raw=task.evaluate(model, "test", device))
-    writer.close()
+        calibrate(run_dir, task, scored, device, step, record, callbacks.writer)
+        final = task.evaluate(scored, "test", device)
+        callbacks.on_evaluate(step, "test", final)
     record.update(
         status="completed",
         final=final,
         best=best,
         steps=step,
-        skipped_steps=skipped,
+        skipped_steps=update.skipped,
         wall_time_s=round(time.perf_counter() - started, 3),
         train_time_s=round(train_time, 3),
         step_time_ms=round(1000 * train_time / max(steps_timed, 1), 4),

@@ -19,12 +19,14 @@ from rnnexp import checkpoint, data
 from rnnexp.config import build
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import evaluate_checkpoint, restore
+from rnnexp.generation import generate, prompt_ids
 from rnnexp.model import build_model
 from rnnexp.runinfo import RunRecord
-from rnnexp.sample import generate
+from rnnexp.streams import Stream
 from rnnexp.tasks import charlm
-from rnnexp.tasks.charlm import EOS, UNK_WORD, CharLMTask, TextStream, Vocabulary
+from rnnexp.tasks.charlm import CharLMTask, TextStream, encode
 from rnnexp.train import calibrate_checkpoints, train
+from rnnexp.vocab import EOS, UNK, split_tokens
 
 # accents, an em dash, CJK, a non-BMP emoji: all must survive as single characters
 UNICODE_TEXT = "Café crème — déjà vu. 東京は雨。🙂\nNaïve façade — 北京。\n" * 60
@@ -53,7 +55,7 @@ def test_vocabulary_is_unicode_characters_and_round_trips(corpus: Path) -> None:
     tokens = task.vocab.tokens
     assert {"é", "—", "東", "🙂", "\n"} <= set(tokens) and all(len(t) == 1 for t in tokens)
     assert tokens == sorted(tokens) and task.input_size == task.output_size == len(tokens)
-    ids, missing = task.vocab.encode(UNICODE_TEXT)
+    ids, missing = encode(task.vocab, UNICODE_TEXT)
     assert not missing and task.vocab.decode(ids.tolist()) == UNICODE_TEXT
     # the contiguous split covers the text in order: train + val + test == all of it
     parts = [task.split(s) for s in ("train", "val", "test")]
@@ -92,6 +94,7 @@ def test_thirty_steps_lower_the_loss(tmp_path: Path) -> None:
 def test_batches_are_parallel_streams_with_state_carried_within_an_epoch() -> None:
     tokens = torch.arange(1000)
     stream = TextStream(tokens, batch_size=4, seq_len=10, seed=0)
+    assert isinstance(stream, Stream)
     first = next(stream)
     assert first.reset_state and first.inputs.shape == (4, 10)
     assert torch.equal(first.targets, first.inputs + 1)  # next-token targets
@@ -275,11 +278,11 @@ def test_word_level_vocabulary(tmp_path: Path) -> None:
     path.write_text("the cat sat\nthe dog sat down\n\nthe end\n" * 30, encoding="utf-8")
     task = CharLMTask(data={"path": str(path)}, level="word", vocab_size=5)
     vocab = task.vocab
-    assert vocab.tokens[:2] == [UNK_WORD, EOS] and vocab.tokens[2:] == ["the", "sat", "cat"]
+    assert vocab.tokens[:2] == [UNK, EOS] and vocab.tokens[2:] == ["the", "sat", "cat"]
     assert task.encoder == "embedding"
-    ids, _ = vocab.encode(Vocabulary.split("the dog sat\nthe end", "word"))
+    ids, _ = encode(vocab, split_tokens("the dog sat\nthe end", "word"))
     assert vocab.decode(ids.tolist()) == "the <unk> sat\nthe <unk>"
-    assert vocab.encode_prime("the zebra") == [vocab.index["the"], vocab.unk_id]
+    assert prompt_ids(vocab, "the zebra") == [vocab.index["the"], vocab.unk_id]
 
 
 def test_held_out_characters_missing_from_training_become_unknown(tmp_path: Path) -> None:

@@ -129,6 +129,18 @@ def test_version_help_and_ls() -> None:
     assert result.exit_code == 0 and "gru" in result.stdout and "Cho" in result.stdout
     result = runner.invoke(app, ["ls", "optim"], env={"COLUMNS": "200"})
     assert "rmsprop" in result.stdout and "char-rnn" in result.stdout
+    result = runner.invoke(app, ["ls", "debug"], env={"COLUMNS": "200"})
+    assert "tiny" in result.stdout and "Fast dev run" in result.stdout
+
+
+def test_debug_tiny_runs_a_text_task_in_seconds(tmp_path: Path) -> None:
+    # the users' command, on the tiny CoNLL files of the text_data fixture
+    run_cli("train", "task=ner", "debug=tiny", cwd=tmp_path)
+    (run_dir,) = run_dirs(tmp_path / "outputs")
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["steps"] == 20
+    assert metrics["overrides"] == ["task=ner", "debug=tiny"] and metrics["device"] == "cpu"
+    assert metrics["wall_time_s"] < 60
 
 
 def test_every_cell_trains_five_steps_from_the_cli(tmp_path: Path) -> None:

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, TINY_TASK, compose_config, tiny
+import yaml
+from conftest import TINY, compose_config, tiny
 
-from rnnexp.config import GROUPS, build, build_with, choices
+from rnnexp.config import (
+    GROUPS,
+    _special_keys,
+    build,
+    build_with,
+    check_arguments,
+    choices,
+    config_dir,
+)
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
+from rnnexp.schema import check_config
 
-# experiments pick their own task: test_every_experiment_runs_a_smoke_version covers them
-OPTIONS = [(g, option) for g in GROUPS if g != "experiment" for option in choices(g)]
+# experiments pick their own task: test_every_experiment_runs_a_smoke_version covers them;
+# debug options: test_every_debug_option_composes_with_every_task
+OPTIONS = [(g, option) for g in GROUPS if g not in ("experiment", "debug") for option in choices(g)]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -38,8 +49,34 @@ def test_memory_long_sets_each_gated_cells_own_bias() -> None:
     assert override.cell.forget_bias == 2.0  # the command line still wins
 
 
-def test_every_task_has_tiny_test_settings() -> None:
-    assert set(choices("task")) == set(TINY_TASK)
+DEBUG = [(debug, task) for debug in choices("debug") for task in choices("task")]
+
+
+@pytest.mark.parametrize(("debug", "task"), DEBUG, ids=[f"{d}-{t}" for d, t in DEBUG])
+def test_every_debug_option_composes_with_every_task(debug: str, task: str) -> None:
+    cfg = compose_config(f"task={task}", f"debug={debug}")
+    check_config(cfg)  # the schema's types and ranges; no new top-level key
+    assert set(cfg) == set(compose_config(f"task={task}"))
+    check_arguments(cfg.task, "task")  # the per-task sizes are keys of the task
+    assert not cfg.train.progress and cfg.train.max_steps <= 20
+
+
+def test_debug_options_are_plain_values_the_command_line_overrides() -> None:
+    cfg = compose_config("task=timer", "debug=tiny", "train.max_steps=7")
+    assert (cfg.task.max_duration, cfg.model.hidden_size, cfg.train.max_steps) == (5, 8, 7)
+    # after an experiment in the defaults list: it shrinks the experiment's model too
+    assert compose_config("experiment=timer_esn", "debug=tiny").model.hidden_size == 8
+    assert compose_config("task=timer", "debug=fdr").model.hidden_size == 64
+    for path in (config_dir() / "debug").glob("*.yaml"):
+        assert path.read_text().startswith("# @package _global_\n"), path
+    debug_task = sorted((config_dir() / "debug_task").glob("*.yaml"))
+    assert debug_task, "conf/debug_task/ holds debug=tiny's per-task sizes"
+    names = {f"{d}_{t}" for d in choices("debug") for t in choices("task")}
+    for path in debug_task:  # <debug>_<task>.yaml: a renamed task leaves no stale file
+        assert path.stem in names, path
+        assert path.read_text().startswith("# @package _global_\n"), path
+    for path in [*(config_dir() / "debug").glob("*.yaml"), *debug_task]:
+        assert not _special_keys(yaml.safe_load(path.read_text()), ""), path  # nothing built
 
 
 def test_every_group_has_options_with_descriptions() -> None:

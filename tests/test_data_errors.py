@@ -14,7 +14,8 @@ from rnnexp.errors import RnnexpError
 from rnnexp.tasks.charlm import CharLMTask
 from rnnexp.tasks.ner import NerTask
 from rnnexp.tasks.sentiment import SentimentTask
-from rnnexp.text import Vocab, read_vectors
+from rnnexp.text import read_vectors
+from rnnexp.vocab import Vocab
 
 CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n\n"
 TSV = "sentence\tlabel\ngood film\t1\nbad film\t0\n"
@@ -38,7 +39,7 @@ def sentiment(bad: Path, split: str = "train", **data: object) -> None:
 
 
 def vectors(bad: Path) -> None:
-    read_vectors(bad, Vocab(["good", "film"]), 3, "task.embeddings.path")
+    read_vectors(bad, Vocab.with_specials(["good", "film"]), 3, "task.embeddings.path")
 
 
 def charlm(bad: Path) -> None:
@@ -162,7 +163,7 @@ def test_folder_given_for_a_file_is_named(tmp_path: Path) -> None:
 def test_words_with_spaces_in_glove_840b_keep_their_vector(tmp_path: Path) -> None:
     path = tmp_path / "glove.txt"
     path.write_text("2 3\nfilm 1 2 3\n. . . 4 5 6\n\ngood 7 8 9\n")  # header, a spaced word
-    vocab = Vocab(["good", ". . ."])
+    vocab = Vocab.with_specials(["good", ". . ."])
     vectors, found = read_vectors(path, vocab, 3, "task.embeddings.path")
     assert found[vocab["good"]] and found[vocab[". . ."]]
     assert vectors[vocab[". . ."]].tolist() == [4.0, 5.0, 6.0]

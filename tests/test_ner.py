@@ -45,14 +45,15 @@ def test_seqeval_scores_on_hand_made_predictions(scheme: str) -> None:
 
 
 def test_tag_sets_follow_the_scheme() -> None:
-    assert ner_task().labels.itos == [
+    assert ner_task().labels.tokens == [
         "O",
         *(f"{p}-{t}" for t in ("LOC", "ORG", "PER") for p in "BI"),
     ]
     task = ner_task("task.data.scheme=iobes")
-    assert "S-LOC" in task.labels.itos and "E-ORG" in task.labels.itos
+    assert "S-LOC" in task.labels.tokens and "E-ORG" in task.labels.tokens
     paris = task.examples("train")[0]  # John Smith lives in Paris .
-    assert [task.labels.itos[i] for i in paris.target] == ["B-PER", "E-PER", "O", "O", "S-LOC", "O"]
+    tags = [task.labels.tokens[i] for i in paris.target]
+    assert tags == ["B-PER", "E-PER", "O", "O", "S-LOC", "O"]
     assert task.tags_of(paris.target)[:2] == ["B-PER", "I-PER"]  # scored as IOB2
     with pytest.raises(RnnexpError, match="task.data.scheme"):
         ner_task("task.data.scheme=bilou")
@@ -83,7 +84,8 @@ def test_tiny_tagger_with_char_lstm_and_crf_learns_and_writes_conll(tmp_path: Pa
     assert final["f1"] >= 0.8  # the tiny test sentences are training sentences
     assert (tmp_path / "plots" / "entities.png").stat().st_size > 0
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert "crf.transitions" in saved["model"] and saved["task"]["chars"][:2] == ["<pad>", "<unk>"]
+    assert "crf.transitions" in saved["model"]
+    assert saved["task"]["chars"]["tokens"][:2] == ["<pad>", "<unk>"]
 
     result, _ = evaluate_checkpoint(tmp_path, overrides=["+write_predictions=true"])
     written = Path(result["predictions"])

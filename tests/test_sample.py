@@ -15,20 +15,20 @@ from rnnexp.cells import create
 from rnnexp.cli import main
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import restore
-from rnnexp.model import OneHot, SequenceModel
-from rnnexp.runinfo import RunRecord
-from rnnexp.sample import (
+from rnnexp.generation import (
     LSTMStepper,
     Settings,
     Stepper,
     choose,
     generate,
     gumbel_noise,
-    sample_run,
     stepper_for,
 )
-from rnnexp.tasks.charlm import UNK_WORD, Vocabulary
+from rnnexp.model import OneHot, SequenceModel
+from rnnexp.runinfo import RunRecord
+from rnnexp.sample import sample_run
 from rnnexp.train import train
+from rnnexp.vocab import UNK, Vocab
 
 VOCAB = 11
 CELLS = [
@@ -121,8 +121,8 @@ def test_unknown_modules_fall_back_to_one_step_calls() -> None:
     torch.testing.assert_close(torch.stack(got), expected[0, 1:])
 
 
-def char_vocab() -> Vocabulary:
-    return Vocabulary(["\n", " ", "a", "b", "c", "d", "e", "é", "—", "東", "京"], "char", None)
+def char_vocab() -> Vocab:
+    return Vocab(["\n", " ", "a", "b", "c", "d", "e", "é", "—", "東", "京"], "char")
 
 
 def test_same_seed_same_text_and_settings() -> None:
@@ -176,14 +176,14 @@ def test_prime_characters_outside_the_vocabulary_are_named() -> None:
 
 
 def test_word_level_never_samples_unk() -> None:
-    words = [UNK_WORD, "<eos>", "to", "be", "or", "not", "that", "is", "the", "question", "—"]
-    vocab = Vocabulary(words, "word", UNK_WORD)
+    words = [UNK, "<eos>", "to", "be", "or", "not", "that", "is", "the", "question", "—"]
+    vocab = Vocab(words, "word", unk=UNK)
     model = lm("gru", {}, encoder="embedding")
     with torch.no_grad():
         model.head.bias[vocab.unk_id] = 50.0  # the model wants <unk> above all
     for settings in (Settings(), Settings(argmax=True), Settings(top_k=2), Settings(top_p=0.5)):
         (text,) = generate(model, vocab, "to be", 200, settings, seed=0)
-        assert UNK_WORD not in text and text.startswith("to be")
+        assert UNK not in text and text.startswith("to be")
     assert generate(model, vocab, "to zebra", 3, seed=0)[0].startswith("to <unk>")
 
 

@@ -34,10 +34,9 @@ def test_tiny_run_learns_and_draws_the_confusion_matrix(tmp_path: Path) -> None:
     assert (tmp_path / "plots" / "confusion.png").stat().st_size > 0
     assert "confusion" in EventAccumulator(str(tmp_path)).Reload().Tags()["images"]
     saved = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
-    assert saved["task"]["labels"] == ["0", "1"] and saved["task"]["words"][:2] == [
-        "<pad>",
-        "<unk>",
-    ]
+    labels, words = saved["task"]["labels"], saved["task"]["words"]
+    assert labels["tokens"] == ["0", "1"] and labels["unk"] is None
+    assert words["tokens"][:2] == ["<pad>", "<unk>"] and words["unk"] == "<unk>"
 
 
 def test_metrics_on_hand_made_predictions() -> None:

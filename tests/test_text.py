@@ -13,13 +13,11 @@ from conftest import compose_config
 from rnnexp.config import build
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
+from rnnexp.streams import Stream
 from rnnexp.tasks.base import eval_mode
 from rnnexp.text import (
-    PAD_ID,
-    UNK_ID,
-    EpochStream,
+    BucketStream,
     Example,
-    Vocab,
     collate,
     entities,
     normalize,
@@ -28,6 +26,7 @@ from rnnexp.text import (
     to_scheme,
     tokenize,
 )
+from rnnexp.vocab import PAD_ID, UNK_ID, Vocab
 
 
 def sentiment_task(
@@ -78,16 +77,16 @@ def test_csv_with_named_columns_and_three_classes(tmp_path: Path) -> None:
         tmp_path, train, "id,review,stars\n9,good,pos\n", ".csv",
         text_column="review", label_column="stars",
     )  # fmt: skip
-    assert task.output_size == 3 and task.labels.itos == ["neg", "neutral", "pos"]
+    assert task.output_size == 3 and task.labels.tokens == ["neg", "neutral", "pos"]
     (first, *_) = task.examples("train")
-    assert first.tokens == ["good,", "really", "good"] and task.labels.itos[first.target] == "pos"
+    assert first.tokens == ["good,", "really", "good"] and task.labels.tokens[first.target] == "pos"
 
 
 def test_numeric_labels_sort_as_numbers(tmp_path: Path) -> None:
     train = "sentence\tlabel\n" + "".join(f"w{i}\t{i}\n" for i in (10, 2, 0, 1))
     task = sentiment_task(tmp_path, train, "sentence\tlabel\nw2\t2\n")
     task.fit()
-    assert task.labels.itos == ["0", "1", "2", "10"]
+    assert task.labels.tokens == ["0", "1", "2", "10"]
 
 
 def test_unknown_label_at_dev_time_is_a_one_line_error(tmp_path: Path) -> None:
@@ -189,11 +188,11 @@ def test_tokenizers_and_normalization() -> None:
 
 def test_vocab_from_counts_with_min_freq_and_size() -> None:
     counts = Counter({"the": 5, "film": 3, "good": 3, "rare": 1})
-    vocab = Vocab.build(counts, min_freq=2)
-    assert vocab.itos == ["<pad>", "<unk>", "the", "film", "good"]  # ties: alphabetical
+    vocab = Vocab.by_frequency(counts, min_freq=2)
+    assert vocab.tokens == ["<pad>", "<unk>", "the", "film", "good"]  # ties: alphabetical
     assert vocab["rare"] == UNK_ID and vocab["<pad>"] == PAD_ID
-    assert Vocab.build(counts, max_size=4).itos == ["<pad>", "<unk>", "the", "film"]
-    labels = Vocab(["neg", "pos"], specials=False)
+    assert Vocab.by_frequency(counts, max_size=4).tokens == ["<pad>", "<unk>", "the", "film"]
+    labels = Vocab.labels(["neg", "pos"])
     with pytest.raises(KeyError):
         labels["neutral"]
 
@@ -233,14 +232,15 @@ def test_epoch_stream_covers_each_example_once_in_length_buckets_and_resumes() -
         seen.append(list(indices))
         return torch.rand(1, generator=generator)  # stands in for a Batch
 
-    stream = EpochStream(lengths, make_batch, batch_size=10, seed=3, bucket_size=20)
-    epoch = [next(stream) for _ in range(stream.steps_per_epoch)]
+    stream = BucketStream(lengths, make_batch, batch_size=10, seed=3, bucket_size=20)
+    assert isinstance(stream, Stream)  # the training loop's one protocol
+    epoch = [next(stream) for _ in range(stream.batches_per_epoch)]
     assert sorted(i for b in seen for i in b) == list(range(1000))
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in seen) / len(seen)
     assert spread < 10  # unbucketed batches of 10 from 1..59 spread about 45
     state = stream.state_dict()
     ahead = [next(stream) for _ in range(150)]  # across the epoch boundary
-    resumed = EpochStream(lengths, make_batch, batch_size=10, seed=3, bucket_size=20)
+    resumed = BucketStream(lengths, make_batch, batch_size=10, seed=3, bucket_size=20)
     resumed.load_state_dict(state)
     assert torch.equal(torch.cat([next(resumed) for _ in range(150)]), torch.cat(ahead))
     assert seen[100:250] == seen[250:400] and seen[:100] != seen[100:200]
@@ -350,12 +350,12 @@ def test_extend_vocab_adds_dev_words_that_have_pretrained_vectors(tmp_path: Path
     ]  # fmt: skip
     task = build(compose_config(*files).task, "task")
     task.fit()
-    assert task.words.itos == ["<pad>", "<unk>", "film", "bad", "good"]
+    assert task.words.tokens == ["<pad>", "<unk>", "film", "bad", "good"]
     cfg = compose_config(*files, "task.embeddings.extend_vocab=true")
     task = build(cfg.task, "task")
     task.fit()
     # the train words first, as before; then the dev words with a vector, sorted
-    assert task.words.itos == ["<pad>", "<unk>", "film", "bad", "good", "plot", "superb"]
+    assert task.words.tokens == ["<pad>", "<unk>", "film", "bad", "good", "plot", "superb"]
     assert "dreadful" not in task.words and "unseen" not in task.words
     model = build_model(cfg, task)
     assert model.encoder.weight[task.words["superb"]].tolist() == [4, 5, 6]

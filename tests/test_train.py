@@ -13,7 +13,8 @@ from rnnexp import checkpoint
 from rnnexp.errors import RnnexpError
 from rnnexp.runinfo import RunRecord
 from rnnexp.tasks.timer import TimerTask
-from rnnexp.train import ema_of, train
+from rnnexp.train import train
+from rnnexp.updates import ema_of
 
 
 def run(run_dir: Path, *overrides: str) -> dict:

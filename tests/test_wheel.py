@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ def test_wheel_runs_train_cfg_job_from_another_directory(tmp_path: Path) -> None
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     (wheel,) = dist.glob("rnnexp-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "rnnexp/py.typed" in names  # PEP 561: type checkers read the annotations
+    assert {"rnnexp/conf/debug/tiny.yaml", "rnnexp/conf/debug_task/tiny_timer.yaml"} <= names
     venv = tmp_path / "venv"
     # --system-site-packages: reuse the installed torch & co. instead of downloading them.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)

@@ -4,7 +4,7 @@ Two users need a recurrent net one step at a time, and neither may call a fused 
 module once per step (``nn.LSTM`` re-packs its weights at every call: about 220 chars/s
 at 2 x 512 on 2 CPU cores, REFERENCE §4):
 
-* sampling (:mod:`rnnexp.sample`): O(1) work per generated token, state carried;
+* sampling (:mod:`rnnexp.generation`): O(1) work per generated token, state carried;
 * :meth:`rnnexp.model.SequenceModel.recur_steps`: every ``h_t`` of the top layer as a
   node of the autograd graph, for Pascanu's Ω and hidden-gradient clipping.
 

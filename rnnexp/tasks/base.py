@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rnnexp.errors import RnnexpError
+from rnnexp.streams import Batch, BatchStream, Stream
 
 SPLITS = ("train", "val", "test")
 
@@ -29,56 +29,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 HELD_OUT_SEED_BASE = 1_000_003
-
-
-@dataclass
-class Batch:
-    """One minibatch.
-
-    ``inputs``: ``(B, T, I)`` float features (encoder ``linear``) or ``(B, T)`` token ids
-    (encoders ``embedding``/``onehot``). ``targets``: task-defined, e.g. ``(B, T, O)``.
-    ``lengths``: ``(B,)`` valid steps per sequence, ``None`` when all ``T`` are valid.
-    ``reset_state``: ``False`` continues from the previous batch's (detached) final state,
-    as in truncated BPTT over a long stream.
-    """
-
-    inputs: Tensor
-    targets: Tensor
-    lengths: Tensor | None = None
-    reset_state: bool = True
-
-    def to(self, device: torch.device | str) -> Batch:
-        lengths = None if self.lengths is None else self.lengths.to(device)
-        return replace(
-            self, inputs=self.inputs.to(device), targets=self.targets.to(device), lengths=lengths
-        )
-
-
-class BatchStream:
-    """Endless training batches drawn by ``sample(batch_size, generator)``.
-
-    The stream owns its ``torch.Generator``; its state goes into every checkpoint so a
-    resumed run sees exactly the batches the uninterrupted run would have seen.
-    """
-
-    def __init__(
-        self, sample: Callable[[int, torch.Generator], Batch], batch_size: int, seed: int
-    ) -> None:
-        self.sample = sample
-        self.batch_size = batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self
-
-    def __next__(self) -> Batch:
-        return self.sample(self.batch_size, self.generator)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
 
 
 class Task(ABC):
@@ -108,8 +58,8 @@ class Task(ABC):
     tagging: bool = False
 
     @abstractmethod
-    def train_stream(self, batch_size: int, seed: int) -> BatchStream:
-        """Endless training batches; must have ``state_dict``/``load_state_dict``."""
+    def train_stream(self, batch_size: int, seed: int) -> Stream:
+        """Endless training batches (:class:`rnnexp.streams.Stream`)."""
 
     @abstractmethod
     def loss(self, output: Tensor, batch: Batch) -> Tensor:

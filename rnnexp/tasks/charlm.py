@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,9 +24,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnexp import data, sample
+from rnnexp import data
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch, BatchStream, Task, check_split, eval_mode
+from rnnexp.generation import Settings, generate
+from rnnexp.streams import Batch, EpochStream
+from rnnexp.tasks.base import Task, check_split, eval_mode
+from rnnexp.vocab import UNK_CHAR, Vocab, split_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,132 +44,30 @@ CORPORA = {
 }
 DATA_KEYS = ("path", "name", "cache_dir", "val_fraction", "test_fraction")
 
-UNK_CHAR = "\ufffd"  # held-out characters missing from the training text (U+FFFD)
-UNK_WORD = "<unk>"
-EOS = "<eos>"  # a line end at level=word
 IGNORE = -100  # F.cross_entropy's ignore_index: padding in the evaluation pass
 MAX_NEWTON_STEPS = 12  # task.calibrate: passes over val to fit the temperature (4-5 suffice)
 
 
-class Vocabulary:
-    """Tokens <-> ids at ``level`` ``char`` (Unicode characters) or ``word`` (whitespace
-    tokens, ``<eos>`` at each line end, rare words as ``<unk>``).
-
-    ``unk`` is the token that stands for anything outside the vocabulary, or ``None``;
-    sampling never emits it. Stored in checkpoints as plain data (:meth:`state_dict`).
-    """
-
-    def __init__(self, tokens: list[str], level: str, unk: str | None) -> None:
-        self.tokens = list(tokens)
-        self.level = level
-        self.unk = unk
-        self.index = {token: i for i, token in enumerate(self.tokens)}
-        self.unk_id = self.index.get(unk) if unk is not None else None
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.state_dict() == other.state_dict()
-
-    # ------------------------------------------------------------------ building
-    @staticmethod
-    def split(text: str, level: str) -> list[str] | str:
-        """The text as tokens: itself (a string is a sequence of characters) or words."""
-        if level == "char":
-            return text
-        words: list[str] = []
-        lines = text.split("\n")
-        for k, line in enumerate(lines):
-            words.extend(line.split())
-            if k < len(lines) - 1:  # a newline followed this line
-                words.append(EOS)
-        return words
-
-    @classmethod
-    def build(cls, tokens: list[str] | str, level: str, size: int) -> Vocabulary:
-        """From training tokens: every character (sorted by code point), or ``<unk>``,
-        ``<eos>`` and the ``size - 2`` most frequent words (ties: first seen first)."""
-        if level == "char":
-            return cls(sorted(set(tokens)), "char", None)
-        counts = Counter(t for t in tokens if t != EOS)
-        kept = [word for word, _ in counts.most_common(max(size - 2, 0))]
-        return cls([UNK_WORD, EOS, *kept], "word", UNK_WORD)
-
-    def with_unk(self) -> Vocabulary:
-        """This vocabulary with an unknown-character symbol (U+FFFD) added if it has none."""
-        if self.unk is not None:
-            return self
-        tokens = self.tokens if UNK_CHAR in self.index else [*self.tokens, UNK_CHAR]
-        return Vocabulary(tokens, self.level, UNK_CHAR)
-
-    # ------------------------------------------------------------------ encoding
-    def encode(self, tokens: list[str] | str) -> tuple[Tensor, list[str]]:
-        """Ids ``(N,)`` (int64) and the distinct tokens outside the vocabulary (mapped to
-        ``unk``, or to -1 when there is none)."""
-        unk = -1 if self.unk_id is None else self.unk_id
-        if self.level == "char" and len(tokens) > 10_000:  # vectorized: code points -> ids
-            codes = torch.frombuffer(bytearray(tokens.encode("utf-32-le")), dtype=torch.int32)
-            codes = codes.long()
-            known = torch.tensor([ord(t) for t in self.tokens], dtype=torch.long)
-            top = int(max(codes.max().item(), known.max().item())) + 1
-            table = torch.full((top,), -1, dtype=torch.long)
-            table[known] = torch.arange(len(self.tokens))
-            ids = table[codes]
-            missing = sorted({chr(c) for c in codes[ids < 0].unique().tolist()})
-            ids[ids < 0] = unk
-            return ids, missing
-        ids = [self.index.get(t, unk) for t in tokens]
-        missing = sorted({t for t, i in zip(tokens, ids, strict=True) if i == unk})
-        if self.unk is not None:
-            missing = [t for t in missing if t != self.unk]
+def encode(vocab: Vocab, tokens: list[str] | str) -> tuple[Tensor, list[str]]:
+    """Ids ``(N,)`` (int64) and the distinct tokens outside the vocabulary (mapped to
+    ``unk``, or to -1 when there is none): :meth:`Vocab.lookup`, vectorized for a long
+    text of characters (code points -> ids through one table)."""
+    if vocab.level != "char" or len(tokens) <= 10_000:
+        ids, missing = vocab.lookup(tokens)
         return torch.tensor(ids, dtype=torch.long), missing
-
-    def encode_prime(self, text: str) -> list[int]:
-        """A prompt as ids. Characters outside the vocabulary are a one-line error naming
-        them; unknown words become ``<unk>`` (the model has seen ``<unk>`` in training)."""
-        ids, missing = self.encode(self.split(text, self.level))
-        if missing and self.level == "char":
-            shown = ", ".join(repr(c) for c in missing[:20])
-            raise RnnexpError(
-                f"--prime has {len(missing)} character(s) outside the model's vocabulary: "
-                f"{shown}; use only characters of the training text"
-            )
-        return ids.tolist()
-
-    @property
-    def start_id(self) -> int | None:
-        """What an empty prompt starts from: a line end, when the vocabulary has one."""
-        return self.index.get("\n" if self.level == "char" else EOS)
-
-    def piece(self, token: int, previous: int | None) -> str:
-        """The text of ``token`` after ``previous`` (words get a space unless they start a
-        line; ``<eos>`` is a newline)."""
-        text = self.tokens[token]
-        if self.level == "char":
-            return text
-        if text == EOS:
-            return "\n"
-        at_line_start = previous is None or self.tokens[previous] == EOS
-        return text if at_line_start else " " + text
-
-    def decode(self, ids: list[int]) -> str:
-        previous, parts = None, []
-        for token in ids:
-            parts.append(self.piece(token, previous))
-            previous = token
-        return "".join(parts)
-
-    # ------------------------------------------------------------------ plain data
-    def state_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "tokens": list(self.tokens), "unk": self.unk}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Vocabulary:
-        return cls(list(state["tokens"]), state["level"], state["unk"])
+    unk = -1 if vocab.unk_id is None else vocab.unk_id
+    codes = torch.frombuffer(bytearray(tokens.encode("utf-32-le")), dtype=torch.int32).long()
+    known = torch.tensor([ord(t) for t in vocab.tokens], dtype=torch.long)
+    top = int(max(codes.max().item(), known.max().item())) + 1
+    table = torch.full((top,), -1, dtype=torch.long)
+    table[known] = torch.arange(len(vocab.tokens))
+    ids = table[codes]
+    missing = sorted({chr(c) for c in codes[ids < 0].unique().tolist()})
+    ids[ids < 0] = unk
+    return ids, missing
 
 
-class TextStream(BatchStream):
+class TextStream(EpochStream):
     """char-rnn batches over one long token sequence.
 
     At each epoch start the text, shifted by a random offset in ``[0, seq_len)`` (drawn
@@ -175,46 +75,40 @@ class TextStream(BatchStream):
     ``batch_size`` contiguous streams of ``L`` tokens: ``(B, L)``. Batch ``k`` of the epoch
     is ``inputs = streams[:, kT:(k+1)T]``, ``targets`` the same shifted by one, with
     ``reset_state`` only at ``k = 0``, so the training loop carries the hidden state
-    across the epoch. The state dict holds the generator, epoch, offset and position, so
-    a resumed run continues with the very next batch.
+    across the epoch. The state dict (:class:`EpochStream`'s and the offset) lets a
+    resumed run continue with the very next batch.
     """
 
     def __init__(self, tokens: Tensor, batch_size: int, seq_len: int, seed: int) -> None:
-        super().__init__(self._next_batch, batch_size, seed)  # the generator draws offsets
-        self.tokens, self.seq_len = tokens, seq_len
-        self.epoch, self.index, self.offset = 0, 0, 0
-        self._new_epoch()
+        self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
+        self.offset = 0
+        super().__init__(seed)  # the generator draws each epoch's offset
 
-    def _new_epoch(self) -> None:
+    def start_epoch(self) -> None:
         self.offset = int(torch.randint(self.seq_len, (1,), generator=self.generator))
-        self._layout()
+        self.layout()
 
-    def _layout(self) -> None:
+    def layout(self) -> None:
         length = (len(self.tokens) - self.offset) // self.batch_size
         used = self.tokens[self.offset : self.offset + length * self.batch_size]
         self.streams = used.view(self.batch_size, length)  # (B, L)
         self.batches_per_epoch = (length - 1) // self.seq_len
 
-    def _next_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
-        """The batch at the current position (``BatchStream.__next__`` calls this)."""
-        del batch_size, generator  # fixed at construction; the generator drew the offset
-        if self.index >= self.batches_per_epoch:
-            self.epoch, self.index = self.epoch + 1, 0
-            self._new_epoch()
-        start = self.index * self.seq_len
+    def batch(self, position: int) -> Batch:
+        start = position * self.seq_len
         chunk = self.streams[:, start : start + self.seq_len + 1]  # (B, T + 1)
-        batch = Batch(inputs=chunk[:, :-1], targets=chunk[:, 1:], reset_state=self.index == 0)
-        self.index += 1
-        return batch
+        return Batch(inputs=chunk[:, :-1], targets=chunk[:, 1:], reset_state=position == 0)
 
-    def state_dict(self) -> dict[str, Any]:
-        position = {"epoch": self.epoch, "index": self.index, "offset": self.offset}
-        return {**super().state_dict(), **position}
+    def epoch_state(self) -> dict[str, Any]:
+        return {"offset": self.offset}
+
+    def load_epoch_state(self, state: dict[str, Any]) -> None:
+        self.offset = state["offset"]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "index" in state:  # written before EpochStream, which calls the position so
+            state = {**state, "position": state["index"]}
         super().load_state_dict(state)
-        self.epoch, self.index, self.offset = state["epoch"], state["index"], state["offset"]
-        self._layout()
 
 
 class CharLMTask(Task):
@@ -286,12 +180,12 @@ class CharLMTask(Task):
         self.num_samples, self.sample_length = num_samples, sample_length
         self.sample_temperature = sample_temperature
         self.calibrate_temperature = calibrate
-        self._vocab: Vocabulary | None = None  # from the training text or a checkpoint
+        self._vocab: Vocab | None = None  # from the training text or a checkpoint
         self._splits: dict[str, Tensor] | None = None  # read lazily: sampling needs no data
 
     # ------------------------------------------------------------------ data
     @property
-    def vocab(self) -> Vocabulary:
+    def vocab(self) -> Vocab:
         if self._vocab is None:
             self._prepare()
         assert self._vocab is not None
@@ -323,7 +217,7 @@ class CharLMTask(Task):
     def _prepare(self) -> None:
         """Read, tokenize and split the text; build the vocabulary unless one was loaded."""
         path = self.text_path()
-        tokens = Vocabulary.split(data.read_text(path), self.level)
+        tokens = split_tokens(data.read_text(path), self.level)
         total = len(tokens)
         if total == 0:
             raise RnnexpError(
@@ -339,10 +233,14 @@ class CharLMTask(Task):
             )
         parts = {"train": tokens[:n_train], "val": tokens[n_train : n_train + n_val],
                  "test": tokens[n_train + n_val :]}  # fmt: skip
-        vocab = self._vocab or Vocabulary.build(parts["train"], self.level, self.vocab_size)
+        vocab = self._vocab or (
+            Vocab.of_characters(parts["train"])
+            if self.level == "char"
+            else Vocab.of_words(parts["train"], self.vocab_size)
+        )
         splits, missing = {}, set()
-        for split, part in parts.items():
-            splits[split], unseen = vocab.encode(part)
+        for name, part in parts.items():
+            splits[name], unseen = encode(vocab, part)
             missing.update(unseen)
         if missing and vocab.unk is None:
             if self._vocab is not None:
@@ -354,8 +252,8 @@ class CharLMTask(Task):
             log.warning("charlm: %d characters of val/test are not in the training text "
                         "(%s); they are scored as U+FFFD", len(missing),
                         ", ".join(repr(c) for c in sorted(missing)[:10]))  # fmt: skip
-            vocab = vocab.with_unk()
-            splits = {split: vocab.encode(part)[0] for split, part in parts.items()}
+            vocab = vocab.extended([UNK_CHAR], unk=UNK_CHAR)
+            splits = {name: encode(vocab, part)[0] for name, part in parts.items()}
         self._vocab, self._splits = vocab, splits
         log.info("charlm: %s: %d %ss, vocabulary %d; train/val/test %d/%d/%d", path, total,
                  self.level, len(vocab), n_train, n_val, n_test)  # fmt: skip
@@ -488,10 +386,10 @@ class CharLMTask(Task):
         """A few samples (fixed seeds, ``sample_temperature``) as TensorBoard text."""
         if self.num_samples < 1 or self.sample_length < 1:
             return {}
-        settings = sample.Settings(temperature=self.sample_temperature)
+        settings = Settings(temperature=self.sample_temperature)
         with eval_mode(model):
-            samples = sample.generate(model, self.vocab, "", self.sample_length, settings,
-                                      seed=0, num_samples=self.num_samples)  # fmt: skip
+            samples = generate(model, self.vocab, "", self.sample_length, settings,
+                               seed=0, num_samples=self.num_samples)  # fmt: skip
         blocks = [
             f"sample {k + 1} (temperature {self.sample_temperature}):\n\n"
             + "\n".join("    " + line for line in text.split("\n"))
@@ -506,7 +404,7 @@ class CharLMTask(Task):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state or "vocab" not in state:
             raise RnnexpError("the checkpoint holds no charlm vocabulary; was it a charlm run?")
-        vocab = Vocabulary.from_state(state["vocab"])
+        vocab = Vocab.from_state(state["vocab"])
         if vocab.level != self.level:
             raise RnnexpError(
                 f"the checkpoint is a task.level={vocab.level} model; set task.level={vocab.level}"

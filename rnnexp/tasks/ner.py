@@ -29,13 +29,13 @@ from rnnexp.tasks.text_task import Evaluation, TextTask
 from rnnexp.text import (
     IGNORE,
     SCHEMES,
-    Vocab,
     check_tags,
     entities,
     read_conll,
     scheme_tags,
     to_scheme,
 )
+from rnnexp.vocab import Vocab
 
 
 def seqeval_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
@@ -103,12 +103,12 @@ class NerTask(TextTask):
 
     def fit_labels(self, targets: list[Any]) -> Vocab:
         types = {kind for tags in targets for kind, _, _ in entities(tags)}
-        return Vocab(scheme_tags(types, self.scheme), specials=False)
+        return Vocab.labels(scheme_tags(types, self.scheme))
 
     @property
     def types(self) -> list[str]:
         """The entity types, from the tag set."""
-        return sorted({tag[2:] for tag in self.labels.itos if tag != "O"})
+        return sorted({tag[2:] for tag in self.labels.tokens if tag != "O"})
 
     def encode_target(self, target: Any, where: str) -> Tensor:
         tags = to_scheme(target, self.scheme)
@@ -124,7 +124,7 @@ class NerTask(TextTask):
 
     def tags_of(self, ids: list[int] | Tensor) -> list[str]:
         """Tag ids as IOB2 tags (what seqeval, conlleval and the CoNLL-2003 files use)."""
-        return to_scheme([self.labels.itos[int(i)] for i in ids], "iob2")
+        return to_scheme([self.labels.tokens[int(i)] for i in ids], "iob2")
 
     # ------------------------------------------------------------------ training
     def loss(self, output: Tensor, batch: Batch) -> Tensor:

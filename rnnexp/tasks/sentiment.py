@@ -24,7 +24,8 @@ from rnnexp import plots
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
 from rnnexp.tasks.text_task import Evaluation, TextTask
-from rnnexp.text import Vocab, read_table, tokenize
+from rnnexp.text import read_table, tokenize
+from rnnexp.vocab import Vocab
 
 GLUE_SST2 = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 INTEGER = re.compile(r"[+-]?\d+")
@@ -150,19 +151,19 @@ class SentimentTask(TextTask):
         return tokenize(text, self.tokenizer)[: self.max_length]
 
     def fit_labels(self, targets: list[Any]) -> Vocab:
-        return Vocab(label_order(set(targets)), specials=False)
+        return Vocab.labels(label_order(set(targets)))
 
     def encode_target(self, target: Any, where: str) -> Tensor:
         if target not in self.labels:
             raise RnnexpError(
                 f"{where}: label {target!r} is not among the training labels "
-                f"({', '.join(self.labels.itos)}); a model cannot predict a class it never "
+                f"({', '.join(self.labels.tokens)}); a model cannot predict a class it never "
                 "saw: fix that line, or train on a file that has the class"
             )
         return torch.tensor(self.labels[target])
 
     def name_of(self, label_id: int) -> str:
-        label = self.labels.itos[label_id]
+        label = self.labels.tokens[label_id]
         return self.label_names.get(label, label)
 
     # ------------------------------------------------------------------ training

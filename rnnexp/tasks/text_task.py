@@ -24,10 +24,8 @@ from torch import Tensor, nn
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch, Task, check_split, eval_mode
 from rnnexp.text import (
-    PAD_ID,
-    EpochStream,
+    BucketStream,
     Example,
-    Vocab,
     check_file,
     collate,
     normalize,
@@ -35,6 +33,7 @@ from rnnexp.text import (
     read_vectors,
     tokenize,
 )
+from rnnexp.vocab import PAD_ID, Vocab
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,12 @@ class TextTask(Task):
         name: the task's name (run folders, logs).
         lowercase, normalize_digits: the vocabulary form of a word (:func:`normalize`).
         tokenizer: ``whitespace`` or ``simple`` (:func:`rnnexp.text.tokenize`).
-        min_freq, vocab_size: which training words get an entry (:meth:`Vocab.build`).
+        min_freq, vocab_size: which training words get an entry
+            (:meth:`rnnexp.vocab.Vocab.by_frequency`).
         word_dropout: training only: each singleton word becomes ``<unk>`` with this
             probability.
         embeddings: ``{"path": GloVe file or None, "freeze": bool, "extend_vocab": bool}``.
-        bucket_size: batches per length bucket (:class:`rnnexp.text.EpochStream`).
+        bucket_size: batches per length bucket (:class:`rnnexp.text.BucketStream`).
         eval_batch_size: sentences per batch when scoring.
         num_val, num_test: score only the first N dev/test examples (``None``: all).
         max_word_length: characters kept per word for character inputs.
@@ -159,6 +159,13 @@ class TextTask(Task):
     def predict_texts(self, model: nn.Module, texts: list[str], device: torch.device) -> list[dict]:
         """``rnnexp predict``: a plain-data answer for every typed-in sentence."""
 
+    @abstractmethod
+    def write_predictions(
+        self, model: nn.Module, split: str, device: torch.device, path: Path
+    ) -> Path:
+        """``rnnexp evaluate ... +write_predictions=true``: the predictions of ``split``
+        beside ``path`` (its name plus the format's suffix); the file written."""
+
     # ------------------------------------------------------------------ data
     def path(self, split: str) -> tuple[str, str | None]:
         key = self.files[check_split(split)]
@@ -207,7 +214,7 @@ class TextTask(Task):
             return
         raw = self._read("train")
         counts = Counter(self.normal(t) for tokens, *_ in raw for t in tokens)
-        self.words = Vocab.build(counts, self.min_freq, self.vocab_size)
+        self.words = Vocab.by_frequency(counts, self.min_freq, self.vocab_size)
         if self.embeddings.get("path") and self.embeddings.get("extend_vocab"):
             self.extend_with_pretrained(raw)
         self.labels = self.fit_labels([target for _, target, *_ in raw])
@@ -218,7 +225,7 @@ class TextTask(Task):
                 for t in tokens
                 for c in normalize(t, False, self.normalize_digits)
             )
-            self.char_vocab = Vocab.build(chars)
+            self.char_vocab = Vocab.by_frequency(chars, level="char")
         self._examples["train"] = self._encode("train", raw)
         log.info(
             "%s: %d training examples; %d distinct words, %d in the vocabulary; %d labels",
@@ -243,9 +250,8 @@ class TextTask(Task):
         file = check_file(path, "task.embeddings.path", "; a GloVe-format text file")
         known = pretrained_words(file, "task.embeddings.path")
         added = sorted(w for w in missing if w in known or w.lower() in known)
-        counts = self.words.counts
-        self.words = Vocab([*self.words.itos, *added])
-        self.words.counts = counts  # training counts: the added words are no singletons
+        # training counts kept: the added words are no singletons
+        self.words = self.words.extended(added)
         log.info(
             "%s: task.embeddings.extend_vocab added %d words with pretrained vectors",
             self.name, len(added),
@@ -284,21 +290,24 @@ class TextTask(Task):
         return len(self.char_vocab)
 
     # ------------------------------------------------------------------ training
-    def train_stream(self, batch_size: int, seed: int) -> EpochStream:
+    def train_stream(self, batch_size: int, seed: int) -> BucketStream:
         train = self.examples("train")
         counts = self.words.counts  # empty for restored vocabularies: no word dropout
-        once = [i for token, i in self.words.stoi.items() if counts[token] == 1]
+        once = [i for token, i in self.words.index.items() if counts[token] == 1]
         singletons = torch.tensor(once, dtype=torch.long) if once else None
 
         def make_batch(indices: list[int], generator: torch.Generator) -> Batch:
             chosen = [train[i] for i in indices]
             return collate(chosen, singletons, self.word_dropout, generator)
 
-        stream = EpochStream(
+        stream = BucketStream(
             [len(e) for e in train], make_batch, batch_size, seed, self.bucket_size
         )
         log.info(
-            "%s: %d steps per epoch at batch size %d", self.name, stream.steps_per_epoch, batch_size
+            "%s: %d steps per epoch at batch size %d",
+            self.name,
+            stream.batches_per_epoch,
+            batch_size,
         )
         return stream
 
@@ -374,16 +383,18 @@ class TextTask(Task):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         self.fit()
-        state = {"words": list(self.words.itos), "labels": list(self.labels.itos)}
+        state = {"words": self.words.state_dict(), "labels": self.labels.state_dict()}
         if self.chars:
-            state["chars"] = list(self.char_vocab.itos)
+            state["chars"] = self.char_vocab.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.words = Vocab(state["words"])
-        self.labels = Vocab(state["labels"], specials=False)
+        """The vocabularies of :meth:`state_dict`, or the bare lists that checkpoints
+        held before :class:`~rnnexp.vocab.Vocab` (:meth:`~rnnexp.vocab.Vocab.from_state`)."""
+        self.words = Vocab.from_state(state["words"], list_level="word")
+        self.labels = Vocab.from_state(state["labels"], list_level="label")
         if self.chars:
-            self.char_vocab = Vocab(state["chars"])
+            self.char_vocab = Vocab.from_state(state["chars"], list_level="char")
         self.restored = True
         self._examples.clear()  # encoded with the old vocabularies
         self._held_out.clear()
