@@ -33,7 +33,7 @@ def bare_loop_step_ms(cfg, steps: int) -> float:
     """The loop one would write by hand: sample, forward, loss, backward, clip, step."""
     torch.manual_seed(cfg.train.seed)
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     optimizer = build(cfg.optim, "optim")(model.parameters())
     generator = torch.Generator().manual_seed(cfg.train.seed)
     started = time.perf_counter()

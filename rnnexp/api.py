@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import restore
 from rnnexp.runinfo import METRICS_FILE
-from rnnexp.tasks.base import Task, check_split
+from rnnexp.tasks.base import Generates, Task, check_split
 
 
 @dataclass(repr=False)
@@ -60,15 +60,14 @@ class Run:
         generated tokens, drawn at ``temperature`` with the generator seeded by ``seed``
         (``rnnexp sample``'s draws: the same seed gives the same text)."""
         from rnnexp.generation import Settings, generate  # the generator of ``rnnexp sample``
-        from rnnexp.tasks.charlm import CharLMTask
 
-        if not isinstance(self.task, CharLMTask):
+        if not isinstance(self.task, Generates):
             raise RnnexpError(
                 f"{self.checkpoint} is a {self.config.task.name} model; sample needs a "
                 "language model (task=charlm)"
             )
         settings = Settings(temperature=temperature)
-        return generate(self.model, self.task.vocab, prime, length, settings, seed)[0]
+        return generate(self.model, self.task.token_vocab(), prime, length, settings, seed)[0]
 
     def __repr__(self) -> str:
         return (

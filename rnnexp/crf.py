@@ -14,9 +14,14 @@ transitions let the net avoid sequences such as ``O I-PER``.
 Every method takes a ``mask`` ``(B, T)`` of valid steps (each sequence a prefix of at
 least one step): padded steps leave the recursions unchanged, so padding never changes a
 score or a path.
+
+A model with a CRF outputs :class:`CRFScores`: the emissions with the CRF that reads them,
+so that a task's loss and decoding need nothing but the model's output.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -88,3 +93,21 @@ class CRF(nn.Module):
                 path.append(int(back_cpu[b, t - 1, path[-1]]))
             paths.append(path[::-1])
         return paths
+
+
+@dataclass(frozen=True, eq=False)
+class CRFScores:
+    """The output of a tagger with a CRF read-out (``model.crf=true``): the head's
+    per-step tag scores ``emissions`` ``(B, T, K)`` and the model's :class:`CRF`, which
+    scores and decodes whole tag sequences from them."""
+
+    emissions: Tensor
+    crf: CRF
+
+    def nll(self, tags: Tensor, mask: Tensor) -> Tensor:
+        """:meth:`CRF.nll` of ``tags`` ``(B, T)`` over the valid steps ``mask``: ``(B,)``."""
+        return self.crf.nll(self.emissions, tags, mask)
+
+    def decode(self, mask: Tensor) -> list[list[int]]:
+        """:meth:`CRF.decode`: the best tag sequence of each example (Viterbi)."""
+        return self.crf.decode(self.emissions, mask)

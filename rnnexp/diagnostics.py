@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rnnexp import plots
+from rnnexp.cells.base import Cell
 from rnnexp.model import SequenceModel
 from rnnexp.tasks.base import Batch, Task, eval_mode
 
@@ -36,8 +37,9 @@ def error_flow(model: SequenceModel, task: Task, batch: Batch, device: torch.dev
 
 
 def recurrent_spectrum(rnn: torch.nn.Module) -> dict[str, float]:
-    """Spectral norm of ``weight_hh_l0``, and its spectral radius when it is square."""
-    weight = getattr(rnn, "weight_hh_l0", None)
+    """Spectral norm of ``weight_hh_l0``, and its spectral radius when it is square
+    (nothing for a module that is not a cell, or a cell without one)."""
+    weight = rnn.recurrent_weight_l0() if isinstance(rnn, Cell) else None
     if weight is None:
         return {}
     weight = weight.detach().float().cpu()

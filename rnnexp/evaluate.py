@@ -15,8 +15,7 @@ from rnnexp.errors import RnnexpError
 from rnnexp.model import SequenceModel, build_model
 from rnnexp.runinfo import resolve_device, write_json
 from rnnexp.schema import check_key
-from rnnexp.tasks.base import Task, check_split
-from rnnexp.tasks.text_task import TextTask
+from rnnexp.tasks.base import Task, WritesPredictions, check_split
 
 
 @dataclass
@@ -68,8 +67,8 @@ def restore(
     cfg = apply_overrides(OmegaConf.create(payload["config"]), list(overrides or []))
     device = resolve_device(cfg.train.device)
     task: Task = build(cfg.task, "task")
-    task.load_state_dict(payload["task"])
-    model = build_model(cfg, task)
+    spec = task.setup(payload["task"])  # the saved vocabularies; no data file is read
+    model = build_model(cfg, spec)
     checkpoint.load_model_state(model, payload["model"], path)
     calibration = payload.get("calibration") if cfg.task.get("calibrate", False) else None
     if calibration is not None:  # task.calibrate: fold T into the head
@@ -113,7 +112,7 @@ def evaluate_checkpoint(
     if restored.calibration is not None:
         result["calibration"] = restored.calibration
     if restored.cfg.get("write_predictions"):
-        if not isinstance(restored.task, TextTask):
+        if not isinstance(restored.task, WritesPredictions):
             raise RnnexpError(
                 f"task {restored.cfg.task.name!r} cannot write predictions; "
                 "+write_predictions=true works with the text tasks (sentiment, ner)"

@@ -9,11 +9,12 @@ prefix is never run again. It does *not* call the fused ``nn.LSTM``/``nn.GRU``/`
 once per token, because each call re-packs the weights (about 220 chars/s at 2 x 512 on
 2 CPU cores, REFERENCE §4).
 
-* :class:`Stepper` works for every cell: each layer is a pair of plain functions on the
-  module's own tensors, from :mod:`rnnexp.cells.steps`: ``project(x)``, the input
-  projection (for the first layer a lookup in a ``(V, G)`` table of every token's
-  projection, built once), and ``step(xw, state, t)``, one recurrent matmul and the gate
-  arithmetic. A module without such a form is called on one step at a time.
+* :class:`Stepper` works for every cell: it runs the cell's per-step form
+  (:meth:`rnnexp.cells.Cell.unroll`), each layer a pair of plain functions on the cell's
+  own tensors: ``project(x)``, the input projection (for the first layer a lookup in a
+  ``(V, G)`` table of every token's projection, built once), and ``step(xw, state, t)``,
+  one recurrent matmul and the gate arithmetic. A module that is not a cell is called on
+  one step at a time (:func:`rnnexp.cells.unroll`).
 * :class:`LSTMStepper` is the char-rnn model's path (torch's ``nn.LSTM``), about 1.7x
   as fast (``bench/sample.py``). At batch 1 a step is a few matrix-vector products that
   read every weight once (12 MB at 2 x 512), bound by memory bandwidth, so it copies the
@@ -37,7 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnexp.cells.steps import split_state, step_layers
+from rnnexp.cells.base import unroll
+from rnnexp.cells.torch_cells import Lstm
 from rnnexp.errors import RnnexpError
 from rnnexp.model import OneHot, SequenceModel
 from rnnexp.vocab import Vocab
@@ -57,10 +59,10 @@ class Stepper:
 
     def __init__(self, model: SequenceModel) -> None:
         self._start(model)
-        self.layers = step_layers(model.rnn)  # None: call the module one step at a time
-        self.per_layer = self.layers is not None  # the state as one (B, H) tuple per layer
+        unrolled = unroll(model.rnn)  # the per-step form; its state: one entry a layer
+        self.layers, self.split_state = unrolled.layers, unrolled.split_state
         self.table: Tensor | None = None  # (V, G): the first layer's input projections
-        if self.layers is not None and isinstance(model.encoder, nn.Embedding | OneHot):
+        if isinstance(model.encoder, nn.Embedding | OneHot):
             tokens = torch.arange(model.head.out_features, device=self.device)
             first = self.layers[0].project(model.encoder(tokens[None, :1])[0])  # (1, G)
             if len(tokens) * first.shape[1] <= TABLE_LIMIT:
@@ -79,38 +81,29 @@ class Stepper:
         tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, P)
         hidden, state = self.model.recur(tokens)  # the fused module, once over the prompt
         self.t = len(ids)
-        if self.per_layer:  # (L, B, H) tensors (or a tuple of them) -> a (B, H) tuple per layer
-            self.state = split_state(self.model.rnn, state, 1, hidden)
-        else:
-            self.state = state
+        self.state = self.split_state(state, 1, hidden)  # one entry per layer
         return self.model.readout(hidden[:, -1:])[0, -1]
 
     def step(self, token: int) -> Tensor:
-        if self.layers is None:
-            x = self.model.encoder(torch.tensor([[token]], device=self.device))  # (1, 1, I)
-            out, self.state = self.model.rnn(x, self.state)
-            h = out[:, 0]
+        if self.table is not None:
+            xw = self.table[token : token + 1]  # (1, G)
         else:
-            if self.table is not None:
-                xw = self.table[token : token + 1]  # (1, G)
-            else:
-                x = self.model.encoder(torch.tensor([[token]], device=self.device))[:, 0]
-                xw = self.layers[0].project(x)
-            h = xw
-            for k, layer in enumerate(self.layers):
-                if k:
-                    xw = layer.project(h)
-                h, self.state[k] = layer.step(xw, self.state[k], self.t)
+            x = self.model.encoder(torch.tensor([[token]], device=self.device))[:, 0]
+            xw = self.layers[0].project(x)
+        h = xw
+        for k, layer in enumerate(self.layers):
+            if k:
+                xw = layer.project(h)
+            h, self.state[k] = layer.step(xw, self.state[k], self.t)
         self.t += 1
         return self.model.head(h)[0]
 
     def snapshot(self) -> tuple[Any, int]:
-        state = list(self.state) if isinstance(self.state, list) else self.state
-        return state, self.t  # the steps make new tensors: references suffice
+        return list(self.state), self.t  # the steps make new tensors: references suffice
 
     def restore(self, snapshot: tuple[Any, int]) -> None:
         state, self.t = snapshot
-        self.state = list(state) if isinstance(state, list) else state
+        self.state = list(state)
 
 
 class LSTMStepper(Stepper):
@@ -138,9 +131,9 @@ class LSTMStepper(Stepper):
 
     def __init__(self, model: SequenceModel) -> None:
         self._start(model)  # not Stepper.__init__: its per-layer weight copies would go unused
-        self.per_layer = True
         rnn = model.rnn
-        assert isinstance(rnn, nn.LSTM), "see LSTMStepper.suits"
+        assert isinstance(rnn, Lstm), "see LSTMStepper.suits"
+        self.split_state = rnn.split_state  # a (h, c) pair of (1, H) tensors per layer
         threads = torch.get_num_threads() if self.device.type == "cpu" else 1
         self.size, self.layer_count = rnn.hidden_size, rnn.num_layers
         self.blocks = threads if (4 * self.size) % threads == 0 else 1
@@ -156,8 +149,8 @@ class LSTMStepper(Stepper):
         self.joint = torch.cat([self._blocks(w) for w in joint])  # (3P, H, 4H/P)
         self.upper = []  # layers 2..L-1: (weights (P, 2H, 4H/P), bias (P, 1, 4H/P))
         for k in range(2, self.layer_count):
-            w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
-            bias = getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}")
+            p = rnn.layer_tensors(k, 0)
+            w_ih, w_hh, bias = p["weight_ih"], p["weight_hh"], p["bias_ih"] + p["bias_hh"]
             both = self._blocks(torch.cat([w_ih, w_hh], dim=1))
             self.upper.append((both, _ifog(bias, dim=0).view(self.blocks, 1, -1)))
         # (H, V) and (1, V): addmm on a contiguous right operand, not F.linear's transposed
@@ -168,13 +161,11 @@ class LSTMStepper(Stepper):
 
     @staticmethod
     def suits(model: SequenceModel) -> bool:
-        """Whether ``model`` is one this stepper runs: a one-direction ``nn.LSTM`` with
-        biases and no projections, whose first layer reads a lookup table."""
+        """Whether ``model`` is one this stepper runs: a one-direction ``lstm`` cell (torch's
+        ``nn.LSTM``, biases and no projections) whose first layer reads a lookup table."""
         rnn = model.rnn
         return (
-            isinstance(rnn, nn.LSTM)
-            and rnn.bias
-            and not rnn.proj_size
+            isinstance(rnn, Lstm)
             and not rnn.bidirectional
             and isinstance(model.encoder, nn.Embedding | OneHot)
             and model.head.out_features * 4 * rnn.hidden_size <= TABLE_LIMIT

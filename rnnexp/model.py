@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import instantiate
@@ -14,13 +14,15 @@ from torch.func import functional_call
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnexp.cells.base import Cell, unroll
 from rnnexp.cells.common import HEAD_STD
-from rnnexp.cells.steps import join_state, split_state, step_layers
 from rnnexp.cells.torch_cells import FusedCell
-from rnnexp.crf import CRF
-from rnnexp.encoders import WordEncoder
+from rnnexp.crf import CRF, CRFScores
+from rnnexp.encoders import WordEncoder, word_embedding
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Task
+
+if TYPE_CHECKING:  # the spec is plain data; the model does not depend on the tasks
+    from rnnexp.tasks.base import TaskSpec
 
 POOLINGS = ("last", "mean", "max")
 
@@ -57,7 +59,7 @@ def recur_padded(rnn: nn.Module, x: Tensor, lengths: Tensor, state: Any) -> tupl
         out, state = forward(packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, state
-    if getattr(rnn, "bidirectional", False):
+    if isinstance(rnn, Cell) and rnn.bidirectional:
         raise RnnexpError(
             "a bidirectional hand-written cell would read the padding of shorter sequences; "
             "use cell=lstm, gru or elman (packed sequences) or model.bidirectional=false"
@@ -102,8 +104,9 @@ class SequenceModel(nn.Module):
         pooling: how a ``last_step`` head reads the sequence: ``last`` (as above),
             ``mean`` or ``max`` over each sequence's real steps.
         input_dropout: dropout on the encoder's output (e.g. word embeddings).
-        crf: a :class:`rnnexp.crf.CRF` over the head's per-step scores (taggers); the
-            task's loss and decoding use it, the head's output stays the emissions.
+        crf: a :class:`rnnexp.crf.CRF` over the head's per-step scores (taggers): the
+            read-out is then a :class:`rnnexp.crf.CRFScores` (the head's output, the
+            emissions, with the CRF), from which the task's loss and decoding read.
         weight_drop: DropConnect on the recurrent weights ``W_hh`` while training (Wan et
             al. 2013, as AWD-LSTM uses it: Merity et al. 2018, Regularizing and optimizing
             LSTM language models): each batch zeroes this fraction of every
@@ -200,10 +203,9 @@ class SequenceModel(nn.Module):
         is registered on every ``h_t`` (e.g. to clamp the backpropagated gradient,
         Mikolov 2012). Slower than :meth:`recur`: use it only where ``h_t`` is needed.
 
-        Each layer runs as plain per-step tensor code on the cell's own weights
-        (:mod:`rnnexp.cells.steps`): the input projection of all steps in one matmul,
-        then one recurrent matmul per step. Cells without such a form are called one
-        step at a time.
+        Each layer runs the cell's per-step form (:meth:`rnnexp.cells.Cell.unroll`): the
+        input projection of all steps in one matmul, then one step at a time on the cell's
+        own weights.
         """
         if self.bidirectional:
             raise RnnexpError(
@@ -216,14 +218,12 @@ class SequenceModel(nn.Module):
                 "regularizer=pascanu or clip=hidden; set model.weight_drop=0"
             )
         x = self.input_dropout(self.encoder(inputs))  # (B, T, I)
-        layers = step_layers(self.rnn)
-        if layers is None:
-            return self._recur_module_steps(x, state, grad_hook)
-        per_layer = split_state(self.rnn, state, x.shape[0], x)
-        for k, layer in enumerate(layers):
-            top = k == len(layers) - 1
-            if k and self.training and self.rnn.dropout:  # between stacked layers, as torch
-                x = F.dropout(x, self.rnn.dropout, training=True)
+        unrolled = unroll(self.rnn)
+        per_layer = unrolled.split_state(state, x.shape[0], x)
+        for k, layer in enumerate(unrolled.layers):
+            top = k == len(unrolled.layers) - 1
+            if k and self.training and unrolled.dropout:  # between stacked layers, as torch
+                x = F.dropout(x, unrolled.dropout, training=True)
             layer_state, steps = per_layer[k], []
             for t, xw_t in enumerate(layer.project(x).unbind(1)):  # xw_t: (B, G)
                 h_t, layer_state = layer.step(xw_t, layer_state, t)  # h_t is in layer_state
@@ -232,24 +232,7 @@ class SequenceModel(nn.Module):
                 steps.append(h_t)
             per_layer[k] = layer_state
             x = torch.stack(steps, dim=1)  # (B, T, H): the next layer's input
-        return x, join_state(per_layer), steps
-
-    def _recur_module_steps(
-        self, x: Tensor, state: Any, grad_hook: Callable | None
-    ) -> tuple[Tensor, Any, list[Tensor]]:
-        """:meth:`recur_steps` for cells without per-step functions: call the module."""
-        steps = []
-        for x_t in x.unbind(1):  # x_t: (B, I)
-            _, state = self.rnn(x_t.unsqueeze(1), state)
-            layers = state[0] if isinstance(state, tuple) else state  # h_n: (L, B, H)
-            h_t = layers[-1]
-            if grad_hook is not None and h_t.requires_grad:
-                h_t.register_hook(grad_hook)
-            # Rebuild the state from h_t so that step t + 1 reads this very tensor.
-            layers = torch.cat([layers[:-1], h_t.unsqueeze(0)], dim=0)
-            state = (layers, *state[1:]) if isinstance(state, tuple) else layers
-            steps.append(h_t)
-        return torch.stack(steps, dim=1), state, steps
+        return x, unrolled.join_state(per_layer), steps
 
     @torch.no_grad()
     def divide_logits(self, temperature: float) -> None:
@@ -261,9 +244,11 @@ class SequenceModel(nn.Module):
         self.head.weight.div_(temperature)
         self.head.bias.div_(temperature)
 
-    def readout(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """The head on the hidden states: ``(B, T, O)`` or ``(B, O)`` (``last_step``)."""
-        return self.head(self.dropout(self.select(hidden, lengths)))
+    def readout(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor | CRFScores:
+        """The head on the hidden states: ``(B, T, O)`` or ``(B, O)`` (``last_step``);
+        with a CRF, those emissions and the CRF as a :class:`rnnexp.crf.CRFScores`."""
+        scores = self.head(self.dropout(self.select(hidden, lengths)))
+        return scores if self.crf is None else CRFScores(scores, self.crf)
 
     def features(
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
@@ -295,32 +280,53 @@ class SequenceModel(nn.Module):
         return torch.cat([final[:, :hidden], outputs[:, 0, hidden:]], dim=-1)
 
 
-def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
-    """The model for ``task`` from the ``model`` and ``cell`` config groups."""
-    model_cfg = cfg.model
+def build_encoder(model_cfg: DictConfig, spec: TaskSpec) -> tuple[nn.Module, int]:
+    """The input encoder for ``spec`` and the features it gives each step."""
     char_encoder = model_cfg.get("char_encoder", "none")
-    if task.encoder == "linear":
-        encoder, features = nn.Identity(), task.input_size  # W_ih is the linear input map
-    elif task.encoder == "onehot":
-        encoder, features = OneHot(task.input_size), task.input_size
-    elif task.encoder == "embedding" and (task.num_chars or char_encoder != "none"):
+    if spec.input_kind == "linear":
+        return nn.Identity(), spec.input_size  # W_ih is the linear input map
+    if spec.input_kind == "onehot":
+        return OneHot(spec.input_size), spec.input_size
+    if spec.num_chars or char_encoder != "none":
         encoder = WordEncoder(
-            task.input_size,
+            spec.input_size,
             model_cfg.embedding_size,
             char_encoder,
-            task.num_chars,
+            spec.num_chars,
             model_cfg.get("char_embedding_size", 25),
             model_cfg.get("char_hidden_size", 25),
         )
-        features = encoder.output_size
-    elif task.encoder == "embedding":
-        encoder = nn.Embedding(task.input_size, model_cfg.embedding_size)
-        features = model_cfg.embedding_size
-    else:
-        raise RnnexpError(f"task {task.name!r} asks for unknown encoder {task.encoder!r}")
+        return encoder, encoder.output_size
+    return nn.Embedding(spec.input_size, model_cfg.embedding_size), model_cfg.embedding_size
+
+
+@torch.no_grad()
+def init_embedding(encoder: nn.Module, spec: TaskSpec) -> None:
+    """The spec's pretrained vectors into the word embedding, which is frozen when asked
+    (``task.embeddings``)."""
+    if spec.vectors is None and not spec.freeze_embedding:
+        return
+    embedding = word_embedding(encoder)
+    if (given := spec.vectors) is not None:
+        width, size = given.vectors.shape[1], embedding.embedding_dim
+        if width != size:
+            raise RnnexpError(
+                f"task.embeddings.path={given.source}: {width}-d vectors, but "
+                f"model.embedding_size={size}; set model.embedding_size={width}"
+            )
+        embedding.weight[given.found] = given.vectors[given.found]
+    embedding.weight.requires_grad_(not spec.freeze_embedding)
+
+
+def build_model(cfg: DictConfig, spec: TaskSpec) -> SequenceModel:
+    """The model for a task's spec (:meth:`rnnexp.tasks.base.Task.setup`) from the
+    ``model`` and ``cell`` config groups. Random draws, in order: the encoder, the cell,
+    the head, the CRF."""
+    model_cfg = cfg.model
+    encoder, features = build_encoder(model_cfg, spec)
     # model.bidirectional=null: the task's default (true for the text tasks)
     bidirectional = model_cfg.get("bidirectional")
-    bidirectional = task.bidirectional if bidirectional is None else bool(bidirectional)
+    bidirectional = spec.bidirectional if bidirectional is None else bool(bidirectional)
     rnn = instantiate(
         cfg.cell,
         input_size=features,
@@ -331,23 +337,24 @@ def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
         _convert_="all",
     )
     directions = 2 if bidirectional else 1
-    head = nn.Linear(directions * model_cfg.hidden_size, task.output_size)
+    head = nn.Linear(directions * model_cfg.hidden_size, spec.output_size)
     if (std := HEAD_STD.get(cfg.cell.get("init", "default"))) is not None:
         with torch.no_grad():  # Pascanu's inits set W_hy too, as his code does
             head.weight.normal_(0.0, std)
             head.bias.zero_()
     crf = None
     if model_cfg.get("crf", False):
-        if not task.tagging:
+        if not spec.tagging:
             raise RnnexpError(
-                f"model.crf=true needs a tagging task (ner); task {task.name!r} is not one"
+                f"model.crf=true needs a tagging task (ner); task {cfg.task.get('name')!r} "
+                "is not one"
             )
-        crf = CRF(task.output_size)
+        crf = CRF(spec.output_size)
     model = SequenceModel(
         encoder,
         rnn,
         head,
-        head_mode=task.head,
+        head_mode=spec.head,
         bidirectional=bidirectional,
         dropout=model_cfg.dropout,
         pooling=model_cfg.get("pooling", "last"),
@@ -355,5 +362,5 @@ def build_model(cfg: DictConfig, task: Task) -> SequenceModel:
         crf=crf,
         weight_drop=model_cfg.get("weight_drop", 0.0),
     )
-    task.bind(model)  # e.g. pretrained vectors into the embedding, the CRF for the loss
+    init_embedding(encoder, spec)  # e.g. GloVe vectors, after every random draw
     return model

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import Restored, restore
-from rnnexp.tasks.text_task import TextTask
+from rnnexp.tasks.base import LabelsSentences
 
 CHUNK = 256  # sentences per forward pass
 TYPE_STYLES = ("bold magenta", "bold cyan", "bold green", "bold yellow", "bold blue", "bold red")
@@ -46,7 +46,7 @@ def predict(
 ) -> tuple[Restored, list[dict]]:
     """The restored model and one answer (plain data) per sentence."""
     restored = restore(run, which, [f"train.device={device}"])
-    if not isinstance(restored.task, TextTask):
+    if not isinstance(restored.task, LabelsSentences):
         raise RnnexpError(
             f"{restored.path} is a {restored.cfg.task.name!r} model; rnnexp predict labels "
             "sentences with the text tasks (sentiment, ner)"

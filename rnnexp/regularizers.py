@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnexp.cells.base import Cell
 from rnnexp.errors import RnnexpError
 
 
@@ -73,20 +74,22 @@ class PascanuOmega:
     @staticmethod
     def recurrence(rnn: nn.Module) -> tuple[Tensor, str]:
         """``rnn``'s ``W_hh`` and nonlinearity; a one-line error for other cells."""
-        weight = getattr(rnn, "weight_hh_l0", None)
-        nonlinearity = getattr(rnn, "nonlinearity", None)
+        cell = rnn if isinstance(rnn, Cell) else None
+        weight = None if cell is None else cell.recurrent_weight_l0()
+        nonlinearity = None if cell is None else cell.nonlinearity
         if (
-            weight is None
+            cell is None
+            or weight is None
             or weight.shape[0] != weight.shape[1]
-            or getattr(rnn, "num_layers", 1) != 1
-            or getattr(rnn, "bidirectional", False)
+            or cell.num_layers != 1
+            or cell.bidirectional
             or nonlinearity not in ("tanh", "relu")
         ):
             raise RnnexpError(
                 "regularizer=pascanu needs a one-layer, one-direction Elman-type cell "
                 "(cell=elman or cell=irnn, model.num_layers=1, model.bidirectional=false)"
             )
-        return weight, nonlinearity
+        return weight, str(nonlinearity)
 
     def omega(self, delta: Tensor, hidden: Tensor, rnn: nn.Module) -> Tensor:
         """Ω from ``delta`` = ``∂L/∂h_t`` and the hidden states ``h_t``, both ``(B, T, H)``."""

@@ -15,7 +15,7 @@ from typing import TextIO
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import restore
 from rnnexp.generation import Settings, generate, prompt_ids
-from rnnexp.tasks.charlm import CharLMTask
+from rnnexp.tasks.base import Generates
 
 __all__ = ["SEPARATOR", "Settings", "generate", "sample_run"]  # rnnexp.generation's own two
 
@@ -44,12 +44,12 @@ def sample_run(
     """
     out, err = out or sys.stdout, err or sys.stderr
     restored = restore(run, which, overrides=[f"train.device={device}"])
-    if not isinstance(restored.task, CharLMTask):
+    if not isinstance(restored.task, Generates):
         raise RnnexpError(
             f"{restored.path} is a {restored.cfg.task.name} model; rnnexp sample needs a "
             "language model (task=charlm)"
         )
-    vocab = restored.task.vocab  # from the checkpoint: no data file is read
+    vocab = restored.task.token_vocab()  # from the checkpoint: no data file is read
     prompt_ids(vocab, prime)  # a bad prompt fails before anything is written
     try:
         target = open(output, "w", encoding="utf-8") if output else out  # noqa: SIM115

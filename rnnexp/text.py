@@ -427,7 +427,7 @@ def pretrained_words(path: Path, key: str) -> set[str]:
         raise RnnexpError(f"{key}={path} cannot be read ({err})") from None
 
 
-def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, Tensor]:
+def read_vectors(path: Path, vocab: Vocab, dim: int | None, key: str) -> tuple[Tensor, Tensor]:
     """Pretrained vectors for ``vocab`` from a GloVe-format text file (``word v1 ... vD``
     a line; a word2vec ``count dim`` header line and blank lines are skipped).
 
@@ -435,7 +435,8 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
     lower-case; a cased vocabulary such as NER's then still finds "Paris").
     Returns ``(vectors (V, dim), found (V,) bool)``.
 
-    The first vector line sets the file's width D, which must equal ``dim``. A line with
+    The first vector line sets the file's width D, which must equal ``dim`` (``None``:
+    any width; the caller checks it, as :func:`rnnexp.model.build_model` does). A line with
     fewer than D values, or a value that is not a number, is a one-line error with the
     file and line number; a line with more fields is a word that holds spaces (GloVe
     840B has a few, e.g. ``. . .``) followed by its D values. Bytes that are not UTF-8
@@ -444,7 +445,7 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
     lower: dict[str, list[int]] = {}
     for i, token in enumerate(vocab.tokens):
         lower.setdefault(token.lower(), []).append(i)
-    vectors = torch.zeros(len(vocab), dim)
+    vectors = torch.zeros(len(vocab), dim or 0)
     exact = torch.zeros(len(vocab), dtype=torch.bool)
     found = torch.zeros(len(vocab), dtype=torch.bool)
     width: tuple[int, int] | None = None  # (values a line, line that set it)
@@ -457,6 +458,13 @@ def read_vectors(path: Path, vocab: Vocab, dim: int, key: str) -> tuple[Tensor, 
                     continue  # a blank line, or word2vec's text header "<count> <dim>"
                 if width is None:
                     width = len(parts) - 1, number
+                    if dim is None:  # the file's own width
+                        if width[0] < 1:
+                            raise RnnexpError(
+                                f"{path}:{number}: no values after the word; {key} must be "
+                                "a GloVe text file (word v1 ... vD a line)"
+                            )
+                        dim, vectors = width[0], torch.zeros(len(vocab), width[0])
                     if width[0] != dim:
                         raise RnnexpError(
                             f"{key}={path}:{number}: {width[0]}-d vectors, but "

@@ -37,7 +37,7 @@ from rnnexp.resume import changed_keys, check_same_run, resume_command
 from rnnexp.runinfo import RunRecord, git_commit, resolve_device
 from rnnexp.schema import check_config
 from rnnexp.sweep import JobSignals, exit_code, note_job
-from rnnexp.tasks.base import Task
+from rnnexp.tasks.base import Task, TaskSpec
 from rnnexp.updates import Update, build_update
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ def resume(
             f"fit this config ({type(err).__name__}: {err}); resume with the same optim, "
             "sched and task settings"
         ) from None
+    # set up from its data as the first run was (the same draws, the same word-dropout
+    # counts), the task now takes the state it had when the checkpoint was written
     task.load_state_dict(saved["task"])
     torch.set_rng_state(saved["rng"]["torch"])
     if saved["rng"]["cuda"] and torch.cuda.is_available():
@@ -186,16 +188,16 @@ def resume(
     return step, saved["best"], state_to(saved.get("carry"), device)
 
 
-def start_from(cfg: DictConfig, task: Task, record: RunRecord) -> dict[str, Any]:
+def start_from(cfg: DictConfig, task: Task, record: RunRecord) -> tuple[dict[str, Any], TaskSpec]:
     """``train.init_from``: the checkpoint whose weights a new run starts from (``best.pt``
-    of a run folder). For the same task its state (vocabularies) is restored first, so the
-    model is built with the same sizes. ``metrics.json`` records the source and the settings
-    that differ from it."""
+    of a run folder), and the task's spec. For the same task the source's state
+    (vocabularies) is restored (``task.setup(state)``), so the model is built with the same
+    sizes; another task reads its data. ``metrics.json`` records the source and the
+    settings that differ from it."""
     path = checkpoint.resolve(cfg.train.init_from, which="best")
     source = checkpoint.load(path)
     saved_task = source["config"].get("task") if isinstance(source["config"], dict) else None
-    if isinstance(saved_task, dict) and saved_task.get("name") == task.name:
-        task.load_state_dict(source["task"])
+    same_task = isinstance(saved_task, dict) and saved_task.get("name") == task.name
     changed = changed_keys(source["config"], OmegaConf.to_container(cfg, resolve=True))
     changed.pop("train.init_from", None)
     changed.pop("train.resume", None)
@@ -207,7 +209,7 @@ def start_from(cfg: DictConfig, task: Task, record: RunRecord) -> dict[str, Any]
         }
     )
     log.info("starting from the weights of %s (step %d)", path, source["step"])
-    return source
+    return source, task.setup(source["task"] if same_task else None)
 
 
 def copy_best(resumed_from: Path, saved: dict[str, Any], run_dir: Path) -> None:
@@ -241,8 +243,12 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
 
     # --- build: task -> model -> data -> update (optimizer, schedule, ...) -> callbacks --
     task: Task = build(cfg.task, "task")
-    source = start_from(cfg, task, record) if tc.get("init_from") else None
-    model = build_model(cfg, task).to(device)
+    source = None  # train.init_from: the checkpoint a new run starts from
+    if tc.get("init_from"):
+        source, spec = start_from(cfg, task, record)
+    else:
+        spec = task.setup()  # reads the data (train.resume restores the task's state below)
+    model = build_model(cfg, spec).to(device)
     if source is not None:  # train.init_from: a new run from those weights
         checkpoint.load_model_state(model, source["model"], tc.init_from)
     stream = task.train_stream(tc.batch_size, tc.seed)

@@ -5,12 +5,15 @@ ridge readout."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch.func import functional_call
 
 from rnnexp import cells
 from rnnexp.cells.esn import ridge_readout
+from rnnexp.cells.loop import LoopRNN
 from rnnexp.errors import RnnexpError
 
 torch.set_num_threads(1)
@@ -263,15 +266,17 @@ def test_gradcheck(case):
         "lstm_fgr",
     ],
 )
-def test_fused_equals_autograd_step(name):
-    """The hand-written loops (ElmanFunction, LstmFunction) equal the cell's plain step."""
+def test_fused_equals_autograd_step(name, monkeypatch):
+    """The hand-written loops (ElmanFunction, LstmFunction) equal the plain loop over the
+    cell's per-step form (LoopRNN.run over LoopRNN.step, under autograd)."""
     torch.manual_seed(2)
     cell = cells.create(name, 3, 5, num_layers=2, bidirectional=True, dropout=0.0)
     _perturb(cell)
     x = torch.randn(3, 7, 3, requires_grad=True)
     results = []
     for fused in (True, False):
-        cell.use_fused = fused
+        if not fused:
+            monkeypatch.setattr(cell, "run", functools.partial(LoopRNN.run, cell))
         out, state = cell(x)
         loss = (out * torch.linspace(-1, 1, out.shape[-1])).sum() + sum(
             s.sum() for s in _as_tuple(state)
@@ -522,17 +527,22 @@ def test_registry_entries_and_configs():
     import yaml
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "cell"
+    assert cells.available() == sorted(p.stem for p in conf.glob("*.yaml"))  # the registry
     for name in cells.available():
         spec = cells.spec(name)
-        assert spec.summary and spec.source
+        assert spec.summary and spec.source and spec.target.startswith("rnnexp.cells.")
         path = conf / f"{name}.yaml"
         text = path.read_text()
         assert text.startswith("# ")
         data = yaml.safe_load(text)
         assert data["_target_"] == "rnnexp.cells.create" and data["name"] == name
         options = {k: v for k, v in data.items() if k not in ("_target_", "name")}
+        assert spec.options == options
         cell = cells.create(name, 3, 8, dropout=0.0, **options)  # every key is accepted
+        assert isinstance(cell, cells.Cell)  # what the model, sampler and diagnostics use
         assert cell(torch.randn(1, 2, 3))[0].shape == (1, 2, 8)
+    with pytest.raises(RnnexpError, match="unknown cell 'nope'; choose one of: clockwork"):
+        cells.spec("nope")
 
 
 # ------------------------------------------------------------------ hand-written backward
@@ -605,3 +615,28 @@ def test_dropout_between_layers_only(name):
     two = cells.create(name, 3, 4, num_layers=2, dropout=0.5)
     assert not torch.allclose(two.train()(x)[0], two.eval()(x)[0])
     torch.testing.assert_close(two.eval()(x)[0], two.eval()(x)[0])
+
+
+def test_a_cell_config_saved_before_the_registry_change_builds_the_same_cell():
+    """A checkpoint's cell node (``_target_: rnnexp.cells.create`` and the options its yaml
+    had then) passes the load check and builds the cell ``create`` builds today."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rnnexp.cells.lstm_variants import LstmCifg
+    from rnnexp.config import check_saved_config
+
+    saved = {
+        "_target_": "rnnexp.cells.create", "name": "lstm_cifg", "peephole": True,
+        "input_bias": None, "learn_h0": False, "init": "default", "init_scale": None,
+    }  # fmt: skip
+    check_saved_config({"cell": saved}, "old.pt")
+    torch.manual_seed(0)
+    built = instantiate(OmegaConf.create(saved), input_size=3, hidden_size=4, num_layers=2,
+                        bidirectional=False, dropout=0.0, _convert_="all")  # fmt: skip
+    torch.manual_seed(0)
+    fresh = cells.create("lstm_cifg", 3, 4, num_layers=2)
+    assert type(built) is LstmCifg and built.layout == fresh.layout
+    for (n, p), (n2, p2) in zip(built.named_parameters(), fresh.named_parameters(), strict=True):
+        assert n == n2
+        torch.testing.assert_close(p, p2)

@@ -54,7 +54,8 @@ def test_vocabulary_is_unicode_characters_and_round_trips(corpus: Path) -> None:
     task = CharLMTask(data={"path": str(corpus)})
     tokens = task.vocab.tokens
     assert {"é", "—", "東", "🙂", "\n"} <= set(tokens) and all(len(t) == 1 for t in tokens)
-    assert tokens == sorted(tokens) and task.input_size == task.output_size == len(tokens)
+    spec = task.setup()
+    assert tokens == sorted(tokens) and spec.input_size == spec.output_size == len(tokens)
     ids, missing = encode(task.vocab, UNICODE_TEXT)
     assert not missing and task.vocab.decode(ids.tolist()) == UNICODE_TEXT
     # the contiguous split covers the text in order: train + val + test == all of it
@@ -149,14 +150,14 @@ def test_evaluation_is_one_full_pass_with_the_state_carried(corpus: Path) -> Non
     cfg = compose_config(*tiny("charlm"), f"task.data.path={corpus}", "task.eval_batch_size=1",
                          "task.num_val=null", "model.hidden_size=16")  # fmt: skip
     task = build(cfg.task, "task")
-    model = build_model(cfg, task).eval()
+    model = build_model(cfg, task.setup()).eval()
     tokens = task.split("val")
     with torch.no_grad():  # the whole split as one sequence, in one call
         logits, _ = model(tokens[:-1].unsqueeze(0))
         expected = torch.nn.functional.cross_entropy(logits[0], tokens[1:]).item()
     assert task.evaluate(model, "val", torch.device("cpu"))["loss"] == pytest.approx(expected)
     task.eval_batch_size = 7  # streams that do not divide the split: padding is ignored
-    zero = build_model(cfg, task).eval()
+    zero = build_model(cfg, task.setup()).eval()
     torch.nn.init.zeros_(zero.head.weight), torch.nn.init.zeros_(zero.head.bias)
     uniform = task.evaluate(zero, "val", torch.device("cpu"))
     assert uniform["loss"] == pytest.approx(math.log(len(task.vocab)))
@@ -279,7 +280,7 @@ def test_word_level_vocabulary(tmp_path: Path) -> None:
     task = CharLMTask(data={"path": str(path)}, level="word", vocab_size=5)
     vocab = task.vocab
     assert vocab.tokens[:2] == [UNK, EOS] and vocab.tokens[2:] == ["the", "sat", "cat"]
-    assert task.encoder == "embedding"
+    assert task.setup().input_kind == "embedding"
     ids, _ = encode(vocab, split_tokens("the dog sat\nthe end", "word"))
     assert vocab.decode(ids.tolist()) == "the <unk> sat\nthe <unk>"
     assert prompt_ids(vocab, "the zebra") == [vocab.index["the"], vocab.unk_id]

@@ -16,6 +16,7 @@ from rnnexp.config import (
     choices,
     config_dir,
 )
+from rnnexp.crf import CRFScores
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
 from rnnexp.schema import check_config
@@ -30,9 +31,11 @@ def test_option_composes_and_builds(group: str, option: str) -> None:
     overrides = tiny(option) if group == "task" else [*TINY, f"{group}={option}"]
     cfg = compose_config(*overrides)
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    spec = task.setup()
+    model = build_model(cfg, spec)
     output, _ = model(next(task.train_stream(2, seed=0)).inputs)
-    assert output.shape[-1] == task.output_size
+    scores = output.emissions if isinstance(output, CRFScores) else output  # ner: the CRF's
+    assert scores.shape[-1] == spec.output_size
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_with(cfg.optim, "optim", params)
     if isinstance(optimizer, torch.optim.Optimizer):  # optim=ridge is not one

@@ -21,7 +21,7 @@ def test_every_step_head_on_the_timer() -> None:
                       "embedding_size": 4},
         }
     )  # fmt: skip
-    model = build_model(cfg, TimerTask())
+    model = build_model(cfg, TimerTask().setup())
     output, (h, c) = model(torch.randn(3, 11, 2))
     assert output.shape == (3, 11, 1) and h.shape == (4, 3, 6)
     assert model.rnn.weight_ih_l1.shape == (24, 12)  # layer 2 reads both directions

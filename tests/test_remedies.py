@@ -61,7 +61,7 @@ def flat(state) -> list[torch.Tensor]:
 @pytest.mark.parametrize("learn_h0", [False, True])
 @pytest.mark.parametrize("name", cells.available())
 def test_recur_steps_equals_recur_for_every_cell(name: str, learn_h0: bool) -> None:
-    """The per-step path (rnnexp.cells.steps) gives the fused path's outputs, final state
+    """The per-step path (rnnexp.cells.Cell.unroll) gives the fused path's outputs, final state
     and parameter gradients, 2 stacked layers, from the initial state and from a given one."""
     torch.manual_seed(0)
     rnn = cells.create(name, 3, 4, num_layers=2, learn_h0=learn_h0)
@@ -190,9 +190,9 @@ def test_remedies_and_diagnostics_in_a_run(tmp_path: Path) -> None:
 def test_pascanu_inits_set_the_output_layer_as_his_code(init: str, std: float) -> None:
     cfg = compose_config("task=temporal_order", "cell=elman", f"cell.init={init}",
                          "model.hidden_size=100", "task.bits=3")  # fmt: skip
-    head = build_model(cfg, instantiate(cfg.task)).head  # W_hy (8, 100)
+    head = build_model(cfg, instantiate(cfg.task).setup()).head  # W_hy (8, 100)
     assert head.weight.std().item() == pytest.approx(std, rel=0.2)
     assert not head.bias.any()
     default = build_model(compose_config("task=temporal_order", "cell=elman"),
-                          instantiate(cfg.task)).head  # fmt: skip
+                          instantiate(cfg.task).setup()).head  # fmt: skip
     assert default.bias.any()  # other inits: torch's nn.Linear default

@@ -20,7 +20,7 @@ from rnnexp.train import train
 def test_fit_sets_the_head_to_the_ridge_solution() -> None:
     cfg = compose_config(*TINY, "cell=esn", "optim=ridge")
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     fit = RidgeReadout(alpha=1e-3, batches=3)
     fit.fit(model, task, task.train_stream(4, seed=0), washout=5, device=torch.device("cpu"))
     # the same three batches, by hand

@@ -90,10 +90,10 @@ def test_resume_repeats_the_loss_curve_with_word_dropout(tmp_path: Path) -> None
 def test_model_options_that_need_another_task_are_one_line_errors() -> None:
     cfg = compose_config(*tiny("sentiment"), "model.crf=true")
     with pytest.raises(RnnexpError, match="model.crf=true needs a tagging task"):
-        build_model(cfg, build(cfg.task, "task"))
+        build_model(cfg, build(cfg.task, "task").setup())
     cfg = compose_config(*tiny("sentiment"), "model.char_encoder=cnn")
     with pytest.raises(RnnexpError, match="needs a task with character inputs"):
-        build_model(cfg, build(cfg.task, "task"))
+        build_model(cfg, build(cfg.task, "task").setup())
     cfg = compose_config(*tiny("sentiment"), "model.pooling=attention")
     with pytest.raises(RnnexpError, match="model.pooling"):
-        build_model(cfg, build(cfg.task, "task"))
+        build_model(cfg, build(cfg.task, "task").setup())

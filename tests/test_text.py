@@ -11,6 +11,7 @@ import torch
 from conftest import compose_config
 
 from rnnexp.config import build
+from rnnexp.crf import CRFScores
 from rnnexp.errors import RnnexpError
 from rnnexp.model import build_model
 from rnnexp.streams import Stream
@@ -77,7 +78,7 @@ def test_csv_with_named_columns_and_three_classes(tmp_path: Path) -> None:
         tmp_path, train, "id,review,stars\n9,good,pos\n", ".csv",
         text_column="review", label_column="stars",
     )  # fmt: skip
-    assert task.output_size == 3 and task.labels.tokens == ["neg", "neutral", "pos"]
+    assert task.setup().output_size == 3 and task.labels.tokens == ["neg", "neutral", "pos"]
     (first, *_) = task.examples("train")
     assert first.tokens == ["good,", "really", "good"] and task.labels.tokens[first.target] == "pos"
 
@@ -259,14 +260,15 @@ def padded_vs_alone(model, examples: list[Example]) -> None:
         out_alone, _ = model(alone.inputs, lengths=alone.lengths)
         out_together, _ = model(together.inputs, lengths=together.lengths)
         n = len(examples[0])
+        if isinstance(out_together, CRFScores):  # a CRF read-out: the emissions, the CRF
+            steps = torch.arange(together.inputs.shape[1])
+            paths = out_together.decode(steps < together.lengths.unsqueeze(1))
+            assert paths[0] == out_alone.decode(torch.ones(1, n, dtype=torch.bool))[0]
+            out_alone, out_together = out_alone.emissions, out_together.emissions
         if out_alone.dim() == 2:  # many-to-one: (B, C)
             torch.testing.assert_close(out_together[0], out_alone[0])
         else:  # one output per step: (B, T, K)
             torch.testing.assert_close(out_together[0, :n], out_alone[0, :n])
-        if model.crf is not None:
-            steps = torch.arange(together.inputs.shape[1])
-            paths = model.crf.decode(out_together, steps < together.lengths.unsqueeze(1))
-            assert paths[0] == model.crf.decode(out_alone, torch.ones(1, n, dtype=torch.bool))[0]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
@@ -278,7 +280,7 @@ def test_padding_never_changes_a_sentiment_output(cell: str, pooling: str) -> No
     )  # fmt: skip
     torch.manual_seed(0)
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     assert model.bidirectional  # the text tasks' default
     texts = ["a good film", "a bad , cold and very dull film", "funny and good and warm too"]
     padded_vs_alone(model, task.encode_texts(texts))
@@ -292,7 +294,7 @@ def test_padding_never_changes_a_tagger_output(char_encoder: str) -> None:
     )  # fmt: skip
     torch.manual_seed(0)
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     texts = ["Paris is big .", "John Smith visited Berlin and Rome with Mary ."]
     padded_vs_alone(model, task.encode_texts(texts))
     # unknown characters and longer words than any seen in training are fine
@@ -304,9 +306,9 @@ def test_hand_written_bidirectional_cell_refuses_padded_batches() -> None:
     task = build(cfg.task, "task")
     batch = collate(task.encode_texts(["a good film", "bad"]))
     with pytest.raises(RnnexpError, match="bidirectional hand-written cell"):
-        build_model(cfg, task)(batch.inputs, lengths=batch.lengths)
+        build_model(cfg, task.setup())(batch.inputs, lengths=batch.lengths)
     cfg = compose_config("task=sentiment", "cell=lstm_peephole", "model.bidirectional=false")
-    build_model(cfg, task)(batch.inputs, lengths=batch.lengths)  # one direction: fine
+    build_model(cfg, task.setup())(batch.inputs, lengths=batch.lengths)  # one direction: fine
 
 
 # ---------------------------------------------------------------------------- vectors
@@ -321,7 +323,7 @@ def test_pretrained_vectors_fill_the_embedding_frozen_or_not(tmp_path: Path) -> 
             f"task.embeddings.path={glove}", f"task.embeddings.freeze={freeze}",
         )  # fmt: skip
         task = build(cfg.task, "task")
-        model = build_model(cfg, task)
+        model = build_model(cfg, task.setup())
         weight = model.encoder.weight
         assert weight[task.words["good"]].tolist() == [1, 2, 3]
         assert weight[task.words["film"]].tolist() == [4, 5, 6]
@@ -330,11 +332,11 @@ def test_pretrained_vectors_fill_the_embedding_frozen_or_not(tmp_path: Path) -> 
         "task=sentiment", "model.embedding_size=5", f"task.embeddings.path={glove}"
     )
     with pytest.raises(RnnexpError, match="3-d vector.*model.embedding_size=3"):
-        build_model(cfg, build(cfg.task, "task"))
+        build_model(cfg, build(cfg.task, "task").setup())
     # a cased vocabulary (NER) finds the lower-case GloVe entry
     cfg = compose_config("task=ner", "model.embedding_size=3", f"task.embeddings.path={glove}")
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     assert model.encoder.words.weight[task.words["Paris"]].tolist() == [7, 8, 9]
 
 
@@ -357,7 +359,7 @@ def test_extend_vocab_adds_dev_words_that_have_pretrained_vectors(tmp_path: Path
     # the train words first, as before; then the dev words with a vector, sorted
     assert task.words.tokens == ["<pad>", "<unk>", "film", "bad", "good", "plot", "superb"]
     assert "dreadful" not in task.words and "unseen" not in task.words
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     assert model.encoder.weight[task.words["superb"]].tolist() == [4, 5, 6]
     dev = task.examples("val")
     assert dev[0].ids.tolist() == [task.words["superb"], task.words["film"]]

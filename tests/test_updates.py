@@ -28,7 +28,7 @@ def untrained(*overrides: str) -> dict[str, float]:
     cfg = compose_config(*tiny("timer"), *overrides)
     torch.manual_seed(cfg.train.seed)
     task = build(cfg.task, "task")
-    return task.evaluate(build_model(cfg, task), "test", torch.device("cpu"))
+    return task.evaluate(build_model(cfg, task.setup()), "test", torch.device("cpu"))
 
 
 def test_lbfgs_trains_the_timer_through_a_closure(tmp_path: Path) -> None:
@@ -52,14 +52,14 @@ def test_lbfgs_resumes_exactly(tmp_path: Path) -> None:
 def test_the_optim_config_picks_the_update() -> None:
     cfg = compose_config(*tiny("timer"), "optim=lbfgs")
     task = build(cfg.task, "task")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     stream = task.train_stream(4, seed=0)
     update = build_update(cfg, model, task, stream, torch.device("cpu"))
     assert isinstance(update, GradientUpdate) and update.needs_closure
     assert not build_update(compose_config(*tiny("timer")), model, task, stream,
                             torch.device("cpu")).needs_closure  # fmt: skip
     cfg = compose_config(*tiny("timer"), "cell=esn", "optim=ridge")
-    model = build_model(cfg, task)
+    model = build_model(cfg, task.setup())
     update = build_update(cfg, model, task, stream, torch.device("cpu"))
     assert isinstance(update, RidgeUpdate) and update.total_steps(1500) == 1
 

@@ -1,49 +1,17 @@
 """Elman-type cells on the shared fast path: IRNN, Jordan (with backprojections), Clockwork.
 
-All run :class:`rnnexp.cells.loop.ElmanFunction` (one recurrent matmul a step, hand-written
-backward); :meth:`step` is the plain reference used when ``use_fused`` is off.
+All are :class:`rnnexp.cells.loop.ElmanType`: they run
+:class:`rnnexp.cells.loop.ElmanFunction` (one recurrent matmul a step, hand-written backward)
+with their own effective recurrent matrix and update mask; their per-step form does the
+same arithmetic one step at a time.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from rnnexp.cells import register
-from rnnexp.cells.loop import LoopRNN, elman_loop
-
-
-class _ElmanLike(LoopRNN):
-    """``h_t = m_t ⊙ φ(xw_t + W_eff h_{t-1}) + (1 - m_t) ⊙ h_{t-1}`` with cell-specific
-    ``W_eff`` (:meth:`recurrent_weight`) and update mask ``m_t`` (:meth:`update_mask`)."""
-
-    nonlinearity = "tanh"
-
-    def recurrent_weight(self, p: dict[str, Tensor]) -> Tensor:
-        return p["weight_hh"]
-
-    def update_mask(self, steps: int, device: torch.device) -> Tensor | None:
-        return None
-
-    def _phi(self, a: Tensor) -> Tensor:
-        return torch.relu(a) if self.nonlinearity == "relu" else torch.tanh(a)
-
-    def run(self, xw, state, p):
-        weight = self.recurrent_weight(p)
-        mask = self.update_mask(xw.shape[0], xw.device)
-        if not self.use_fused:
-            self._weight, self._mask = weight, mask
-            return super().run(xw, state, p)
-        hs, h_n = elman_loop(xw, state[0], weight, mask, 1.0, self.nonlinearity == "relu")
-        return hs, (h_n,)
-
-    def step(self, xw_t, state, p, t):
-        (h,) = state
-        h_new = self._phi(xw_t + h @ self._weight.t())
-        if self._mask is not None:
-            h_new = torch.where(self._mask[t], h_new, h)
-        return h_new, (h_new,)
+from rnnexp.cells.loop import ElmanType
 
 
 def _check_nonlinearity(nonlinearity: str) -> str:
@@ -52,12 +20,7 @@ def _check_nonlinearity(nonlinearity: str) -> str:
     return nonlinearity
 
 
-@register(
-    "irnn",
-    summary="h_t = relu(W x_t + U h_{t-1} + b), U = I, b = 0 at init",
-    source="Le, Jaitly & Hinton 2015, A simple way to initialize recurrent networks of ReLUs",
-)
-class Irnn(_ElmanLike):
+class Irnn(ElmanType):
     r"""IRNN: a ReLU Elman network whose recurrent matrix starts at the identity.
 
     .. math::
@@ -98,12 +61,7 @@ class Irnn(_ElmanLike):
         )
 
 
-@register(
-    "jordan",
-    summary="h_t = φ(W x_t + U_y y_{t-1} [+ U h_{t-1}] + b), y_t = V h_t + c",
-    source="Jordan 1986, Serial order: a parallel distributed processing approach",
-)
-class Jordan(_ElmanLike):
+class Jordan(ElmanType):
     r"""Jordan network: the hidden layer sees the previous *output* ``y`` (here the cell's
     own linear readout of ``h``, ``output_size`` wide); with ``elman=True`` it also sees
     ``h_{t-1}`` ("backprojections": Jordan and Elman recurrence at once).
@@ -178,12 +136,7 @@ class Jordan(_ElmanLike):
         return weight + p["weight_hh"] if self.elman else weight
 
 
-@register(
-    "clockwork",
-    summary="module i: h^i_t = tanh(W^i x_t + Σ_{T_j≥T_i} U^{ij} h^j_{t-1}) if t mod T_i = 0",
-    source="Koutník, Greff, Gomez & Schmidhuber 2014, A Clockwork RNN",
-)
-class Clockwork(_ElmanLike):
+class Clockwork(ElmanType):
     r"""Clockwork RNN: ``H`` units in ``g`` modules with periods ``T_1 < ... < T_g``.
 
     .. math::
@@ -247,6 +200,11 @@ class Clockwork(_ElmanLike):
             return None
         t = torch.arange(steps, device=device)[:, None]
         return (t % self.unit_periods[None, :]) == 0
+
+    def update_mask_at(self, t, device):
+        if all(p == 1 for p in self.periods):
+            return None
+        return (t % self.unit_periods.to(device)) == 0
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", periods={self.periods}"

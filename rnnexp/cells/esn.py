@@ -5,20 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnexp.cells import register
 from rnnexp.cells.common import apply_init, spectral_radius
-from rnnexp.cells.loop import LoopRNN, elman_loop
+from rnnexp.cells.loop import ElmanType
 from rnnexp.errors import RnnexpError
 
 TOPOLOGIES = ("random", "delay_lines")
 
 
-@register(
-    "esn",
-    summary="x_t = (1-a)x_{t-1} + a·tanh(W_in u_t + W x_{t-1} + b), W fixed sparse, ρ(W) set",
-    source="Jaeger 2001, The echo state approach to analysing and training RNNs (GMD 148)",
-)
-class EchoState(LoopRNN):
+class EchoState(ElmanType):
     r"""Echo-state network: a fixed sparse random reservoir with leaky tanh units.
 
     .. math::
@@ -147,18 +141,6 @@ class EchoState(LoopRNN):
                             buf.mul_(self.spectral_radius / rho)
                 elif self.topology == "delay_lines" and name.startswith(("weight_ih", "bias_ih")):
                     buf[line_heads(self.hidden_size, self.line_length).logical_not()] = 0.0
-
-    def run(self, xw, state, p):
-        if not self.use_fused:
-            return super().run(xw, state, p)
-        hs, h_n = elman_loop(xw, state[0], p["weight_hh"], None, self.leak_rate, False)
-        return hs, (h_n,)
-
-    def step(self, xw_t, state, p, t):
-        (h,) = state
-        a = self.leak_rate
-        h_new = (1 - a) * h + a * torch.tanh(xw_t + h @ p["weight_hh"].t())
-        return h_new, (h_new,)
 
     def extra_repr(self) -> str:
         return (

@@ -1,13 +1,13 @@
 """GRU with the reset gate before the matmul (Cho et al.'s original) and the minimal
 gated unit (one gate). Both need the gate before the second recurrent matmul of a step,
-so they run :meth:`LoopRNN.step` under autograd on the shared loop.
+so they run their :meth:`LoopRNN.step` (the per-step form) under autograd on the shared
+loop.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rnnexp.cells import register
 from rnnexp.cells.loop import LoopRNN
 
 
@@ -49,11 +49,6 @@ class GruResetBefore(LoopRNN):
         return h_new, (h_new,)
 
 
-@register(
-    "gru_minimal",
-    summary="MGU: f = σ(W_f x + U_f h), h = (1-f)⊙h + f⊙tanh(W x + U(f⊙h) + b)",
-    source="Zhou, Wu, Zhang & Zhou 2016, Minimal gated unit for recurrent neural networks",
-)
 class GruMinimal(LoopRNN):
     r"""Minimal gated unit (MGU): a GRU with a single (forget) gate that plays both the
     reset and the update role. This is the published form of Zhou et al. 2016:

@@ -17,6 +17,10 @@ Speed (REFERENCE.md §4, measured on 2 CPU cores):
   ``(G, T*B) @ (T*B, H)`` matmul after the backward loop. Cells whose step does not fit
   them (GRU without reset-after, MGU: a gate multiplies ``h`` before the second matmul)
   use autograd on :meth:`LoopRNN.step`.
+
+:meth:`LoopRNN.step` is each cell's per-step form (:mod:`rnnexp.cells.base`): the sampler
+and :meth:`rnnexp.model.SequenceModel.recur_steps` run it, and the tests check every fused
+loop against :meth:`LoopRNN.run`, the plain loop over it.
 """
 
 from __future__ import annotations
@@ -25,24 +29,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnexp.cells.common import InitialState, apply_init, check_init, uniform_
+from rnnexp.cells.base import Cell, LayerState, State
+from rnnexp.cells.common import apply_init, check_init, uniform_
 
-State = Tensor | tuple[Tensor, ...]
 
-
-class LoopRNN(InitialState, nn.Module):
+class LoopRNN(Cell, nn.Module):
     """Base class of the hand-written cells (see the module docstring).
 
     Subclasses set :attr:`gates` (row blocks of ``weight_ih``), :attr:`hh_gates` (row blocks
     of ``weight_hh``, default ``gates``), :attr:`n_states` (1: ``h``; 2: ``(h, c)``) and
-    implement :meth:`step`, or override :meth:`run` with a fused loop. Extra per-layer
-    tensors are declared by :meth:`extra_parameters`.
+    implement :meth:`step` (the per-step form, :class:`rnnexp.cells.base.Cell`); they may
+    override :meth:`run` with a fused loop that gives the same result. Extra per-layer
+    tensors are declared by :meth:`layer_parameters`.
     """
 
     gates: int = 1
     hh_gates: int | None = None
     n_states: int = 1
-    #: names of the per-step-invariant tensors passed to :meth:`step` in ``p``
     fixed_buffers: bool = False  # True: weights are buffers (ESN), not parameters
 
     def __init__(
@@ -84,8 +87,6 @@ class LoopRNN(InitialState, nn.Module):
         self._init_state(learn_h0, min(self.n_states, 2), (num_layers * directions, hidden_size))
 
     # ----------------------------------------------------------------- subclass hooks
-    use_fused: bool = True  # False: run :meth:`step` under autograd (for tests)
-
     def layer_parameters(self, layer: int, direction: int, in_size: int) -> dict[str, Tensor]:
         """Uninitialised tensors of one layer and direction by base name; subclasses extend
         (``weight_peephole``) or replace this torch layout."""
@@ -98,29 +99,21 @@ class LoopRNN(InitialState, nn.Module):
             "bias_hh": torch.empty(self.gates * hidden),
         }
 
-    def state_sizes(self) -> list[int]:
-        """Width of each state tensor (``[H]`` or ``[H, H]``; FGR adds its gate state)."""
-        return [self.hidden_size] * self.n_states
-
     def reset_parameters(self) -> None:
         """torch's uniform default, then ``init``; subclasses add their bias conventions."""
         uniform_(self, self.hidden_size)
         apply_init(self, self.init, self.init_scale, self.hidden_size)
 
     def input_projection(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-        """``x`` ``(T, B, I)`` -> ``(T, B, G)``: the part of every step that does not recur."""
+        """``x`` ``(..., I)`` -> ``(..., G)``: the part of every step that does not recur."""
         return F.linear(x, p["weight_ih"], p["bias_ih"] + p["bias_hh"])
 
-    def step(
-        self, xw_t: Tensor, state: tuple[Tensor, ...], p: dict[str, Tensor], t: int
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """One step: ``xw_t`` ``(B, G)``, ``state`` tuple of ``(B, H)`` -> ``(h_t, state_t)``."""
-        raise NotImplementedError
+    def run(self, xw: Tensor, state: LayerState, p: dict[str, Tensor]) -> tuple[Tensor, LayerState]:
+        """The time loop of one layer and direction: ``xw`` ``(T, B, G)`` -> ``(T, B, H)``.
 
-    def run(
-        self, xw: Tensor, state: tuple[Tensor, ...], p: dict[str, Tensor]
-    ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The time loop of one layer and direction: ``xw`` ``(T, B, G)`` -> ``(T, B, H)``."""
+        This plain loop over :meth:`step` runs under autograd; cells with a fused loop
+        override it (and are tested against it)."""
+        p = self.prepare(p)
         outputs = []
         for t, xw_t in enumerate(xw.unbind(0)):
             h, state = self.step(xw_t, state, p, t)
@@ -134,27 +127,14 @@ class LoopRNN(InitialState, nn.Module):
 
     def layer_tensors(self, layer: int, direction: int) -> dict[str, Tensor]:
         """The tensors of one layer and direction by base name (``weight_ih``, ...)."""
+        # by attribute, not get_parameter: functional_call (weight_drop) swaps in tensors
         return {n: getattr(self, self._name(n, layer, direction)) for n in self._names}
-
-    def _split_state(self, state: State | None, x: Tensor) -> list[tuple[Tensor, ...]]:
-        batch = x.shape[1]
-        count = self.num_layers * (2 if self.bidirectional else 1)
-        if state is None:
-            state = self.default_state(batch, x)
-        states = () if state is None else (state,) if isinstance(state, Tensor) else tuple(state)
-        widths = self.state_sizes()
-        out = []
-        for k in range(count):
-            given = [s[k] for s in states]
-            given += [x.new_zeros(batch, w) for w in widths[len(given) :]]
-            out.append(tuple(given))
-        return out
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """``x`` ``(B, T, I)``, ``state`` ``(L*D, B, H)`` (or a tuple of those) ->
         ``(outputs (B, T, D*H), final state like state)``."""
         inputs = x.transpose(0, 1)  # time-major from here on
-        initial = self._split_state(state, inputs)
+        initial = self.split_state(state, inputs.shape[1], inputs)
         directions = 2 if self.bidirectional else 1
         finals: list[tuple[Tensor, ...]] = []
         for layer in range(self.num_layers):
@@ -184,6 +164,55 @@ class LoopRNN(InitialState, nn.Module):
 
 
 # ============================================================================ Elman family
+class ElmanType(LoopRNN):
+    r"""Base of the Elman-type cells (irnn, jordan, clockwork, esn):
+
+    .. math::
+        h_t = m_t \odot \big((1 - a) h_{t-1} + a\,\phi(xw_t + W_{eff} h_{t-1})\big)
+              + (1 - m_t) \odot h_{t-1}
+
+    with the cell's effective recurrent matrix ``W_eff`` (:meth:`recurrent_weight`), update
+    mask ``m_t`` (:meth:`update_mask`, clockwork) and leak rate ``a`` (:attr:`leak_rate`,
+    ESN). :meth:`run` is the fused :class:`ElmanFunction`; :meth:`step` does the same
+    arithmetic for one step.
+    """
+
+    leak_rate: float = 1.0
+
+    def recurrent_weight(self, p: dict[str, Tensor]) -> Tensor:
+        """``W_eff`` ``(H, H)`` from one layer's tensors."""
+        return p["weight_hh"]
+
+    def update_mask(self, steps: int, device: torch.device) -> Tensor | None:
+        """``(T, H)`` bool: which units update at steps ``0..T-1``; ``None``: all, always."""
+        return None
+
+    def update_mask_at(self, t: int, device: torch.device) -> Tensor | None:
+        """Row ``t`` of :meth:`update_mask`, ``(H,)``, without forming the rows before it."""
+        return None
+
+    def prepare(self, p: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {**p, "weight_eff_t": self.recurrent_weight(p).t()}
+
+    def run(self, xw, state, p):
+        weight = self.recurrent_weight(p)
+        mask = self.update_mask(xw.shape[0], xw.device)
+        relu = self.nonlinearity == "relu"
+        hs, h_n = elman_loop(xw, state[0], weight, mask, self.leak_rate, relu)
+        return hs, (h_n,)
+
+    def step(self, xw_t, state, p, t):
+        (h,) = state
+        a = torch.addmm(xw_t, h, p["weight_eff_t"])  # as ElmanFunction.forward, op for op
+        a = torch.relu(a) if self.nonlinearity == "relu" else torch.tanh(a)
+        leak = self.leak_rate
+        h_new = a if leak == 1.0 else torch.add(h * (1.0 - leak), a, alpha=leak)
+        mask = self.update_mask_at(t, xw_t.device)
+        if mask is not None:
+            h_new = torch.where(mask, h_new, h)
+        return h_new, (h_new,)
+
+
 class ElmanFunction(torch.autograd.Function):
     r"""Fused Elman-type loop with a hand-written backward.
 

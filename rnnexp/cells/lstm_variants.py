@@ -1,8 +1,9 @@
 r"""LSTM variants: peepholes, Greff et al. 2015's ablations, CIFG, the 1997 LSTM.
 
-One implementation, :class:`LstmVariant`, with switches; every name is registered with
-its own defaults. Notation of Greff et al. (``z`` block input, ``i, f, o`` gates,
-``c`` cell, ``h`` output, ``g = h = tanh``):
+One implementation, :class:`LstmVariant`, with switches; each variant is a subclass that
+fixes its switches (``conf/cell/<name>.yaml`` names it, with its defaults). Notation of
+Greff et al. (``z`` block input, ``i, f, o`` gates, ``c`` cell, ``h`` output,
+``g = h = tanh``):
 
 .. math::
     \begin{aligned}
@@ -27,11 +28,10 @@ Source: K. Greff, R. K. Srivastava, J. Koutník, B. R. Steunebrink & J. Schmidhu
 
 from __future__ import annotations
 
-import inspect
+from typing import Any, ClassVar
 
 import torch
 
-from rnnexp.cells import register
 from rnnexp.cells.loop import LoopRNN, _gate_slices, lstm_loop
 
 
@@ -132,8 +132,6 @@ class LstmVariant(LoopRNN):
 
     # --------------------------------------------------------------- forward
     def run(self, xw, state, p):
-        if not self.use_fused:
-            return super().run(xw, state, p)
         peep, layout = p.get("weight_peephole"), self.layout
         if self.gate_recurrence:
             return lstm_loop(
@@ -176,40 +174,6 @@ class LstmVariant(LoopRNN):
         return h_new, new_state
 
 
-_COMMON = dict(learn_h0=False, init="default", init_scale=None)
-
-
-def _variant(name: str, summary: str, doc: str, defaults: dict, fixed: dict) -> None:
-    """Register ``name`` as :class:`LstmVariant` with ``fixed`` switches and ``defaults``."""
-
-    P = inspect.Parameter
-    params = [
-        P("input_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
-        P("hidden_size", P.POSITIONAL_OR_KEYWORD, annotation=int),
-        P("num_layers", P.POSITIONAL_OR_KEYWORD, default=1, annotation=int),
-        P("bidirectional", P.POSITIONAL_OR_KEYWORD, default=False, annotation=bool),
-        P("dropout", P.KEYWORD_ONLY, default=0.0, annotation=float),
-    ]
-    for key, value in {**defaults, **_COMMON}.items():
-        params.append(P(key, P.KEYWORD_ONLY, default=value))
-    for key, value in _COMMON.items():
-        defaults.setdefault(key, value)
-
-    def call(input_size, hidden_size, num_layers=1, bidirectional=False, **options):
-        merged = {**defaults, **options}
-        return LstmVariant(input_size, hidden_size, num_layers, bidirectional, **merged, **fixed)
-
-    call.__signature__ = inspect.Signature(params)
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = doc + "\n\n    Args and shapes: see :class:`LstmVariant`."
-    if name != "lstm1997":
-        call.__doc__ += _SOURCE
-    register(name, summary=summary, source=_GREFF if name != "lstm1997" else _HS97)(call)
-    globals()[name] = call
-
-
-_GREFF = "Greff et al. 2015, LSTM: a search space odyssey"
-_HS97 = "Hochreiter & Schmidhuber 1997, Long short-term memory"
 _SOURCE = """
 
     Source: K. Greff et al., "LSTM: a search space odyssey", IEEE TNNLS 2017
@@ -225,72 +189,124 @@ _VANILLA = r"""
         o_t &= \sigma(W_o x_t + R_o h_{t-1} + p_o \odot c_t + b_o) \\
         h_t &= o_t \odot \tanh(c_t)
         \end{aligned}
-"""
-_PEEP = dict(peephole=True, forget_bias=1.0)
 
-_variant(
-    "lstm_peephole",
-    "LSTM + peepholes: i,f see p⊙c_{t-1}, o sees p_o⊙c_t (Greff 'vanilla')",
-    "Peephole LSTM, Greff et al.'s *vanilla* LSTM:\n" + _VANILLA,
-    dict(_PEEP),
-    {},
-)
-_variant(
-    "lstm_cifg",
-    "coupled input-forget gate: f_t = 1 - i_t (Greff CIFG, GRU-like)",
-    "CIFG: vanilla LSTM with the forget gate coupled to the input gate, "
-    "``f_t = 1 - i_t`` (no forget-gate weights, no ``p_f``):\n" + _VANILLA,
-    dict(peephole=True, input_bias=None),
-    dict(coupled=True),
-)
-_variant(
-    "lstm_nig",
-    "vanilla LSTM without input gate: i_t ≡ 1",
-    "NIG: vanilla LSTM with ``i_t ≡ 1`` (no input-gate weights, no ``p_i``):\n" + _VANILLA,
-    dict(_PEEP),
-    dict(input_gate=False),
-)
-_variant(
-    "lstm_nfg",
-    "vanilla LSTM without forget gate: f_t ≡ 1, c_t = c_{t-1} + i⊙z",
-    "NFG: vanilla LSTM with ``f_t ≡ 1`` (no forget-gate weights, no ``p_f``):\n" + _VANILLA,
-    dict(peephole=True, input_bias=None),
-    dict(forget_gate=False),
-)
-_variant(
-    "lstm_nog",
-    "vanilla LSTM without output gate: o_t ≡ 1, h_t = tanh(c_t)",
-    "NOG: vanilla LSTM with ``o_t ≡ 1`` (no output-gate weights, no ``p_o``):\n" + _VANILLA,
-    dict(_PEEP),
-    dict(output_gate=False),
-)
-_variant(
-    "lstm_niaf",
-    "vanilla LSTM without input activation: z_t = W_z x + R_z h + b_z",
-    "NIAF: vanilla LSTM whose block input has no ``tanh``, "
-    "``z_t = W_z x_t + R_z h_{t-1} + b_z``:\n" + _VANILLA,
-    dict(_PEEP),
-    dict(input_activation=False),
-)
-_variant(
-    "lstm_noaf",
-    "vanilla LSTM without output activation: h_t = o_t ⊙ c_t",
-    "NOAF: vanilla LSTM without the output ``tanh``, ``h_t = o_t ⊙ c_t``:\n" + _VANILLA,
-    dict(_PEEP),
-    dict(output_activation=False),
-)
-_variant(
-    "lstm_fgr",
-    "vanilla LSTM + full gate recurrence: gates see R⋆[i,f,o]_{t-1}",
-    "FGR: vanilla LSTM whose gates also receive the previous activations of all gates,\n"
-    "    ``a_t = [i_t, f_t, o_t]``, through ``weight_gaterec`` ``(3H, 3H)`` (Greff's 9 extra\n"
-    "    matrices): each gate pre-activation gains ``R^{g}_{\\star} a_{t-1}``.\n" + _VANILLA,
-    dict(_PEEP),
-    dict(gate_recurrence=True),
-)
-_variant(
-    "lstm1997",
-    "original LSTM: no forget gate, c_t = c_{t-1} + i⊙z, input-gate bias < 0",
+    Args and shapes: see :class:`LstmVariant`; the other switches are fixed.
+"""
+
+
+class _ForgetGateVariant(LstmVariant):
+    """A variant with a forget gate: options ``peephole`` and ``forget_bias``."""
+
+    switches: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        peephole: bool = True,
+        forget_bias: float | None = 1.0,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bidirectional, dropout, peephole=peephole,
+            forget_bias=forget_bias, learn_h0=learn_h0, init=init, init_scale=init_scale,
+            **self.switches,
+        )  # fmt: skip
+
+
+class _NoForgetGateVariant(LstmVariant):
+    """A variant without a forget gate of its own: options ``peephole`` and ``input_bias``."""
+
+    switches: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        peephole: bool = True,
+        input_bias: float | None = None,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bidirectional, dropout, peephole=peephole,
+            input_bias=input_bias, learn_h0=learn_h0, init=init, init_scale=init_scale,
+            **self.switches,
+        )  # fmt: skip
+
+
+class LstmPeephole(_ForgetGateVariant):
+    __doc__ = "Peephole LSTM, Greff et al.'s *vanilla* LSTM:\n" + _VANILLA + _SOURCE
+
+
+class LstmCifg(_NoForgetGateVariant):
+    __doc__ = (
+        "CIFG: vanilla LSTM with the forget gate coupled to the input gate, "
+        "``f_t = 1 - i_t`` (no forget-gate weights, no ``p_f``):\n" + _VANILLA + _SOURCE
+    )
+    switches = {"coupled": True}
+
+
+class LstmNig(_ForgetGateVariant):
+    __doc__ = (
+        "NIG: vanilla LSTM with ``i_t ≡ 1`` (no input-gate weights, no ``p_i``):\n"
+        + _VANILLA + _SOURCE
+    )  # fmt: skip
+    switches = {"input_gate": False}
+
+
+class LstmNfg(_NoForgetGateVariant):
+    __doc__ = (
+        "NFG: vanilla LSTM with ``f_t ≡ 1`` (no forget-gate weights, no ``p_f``):\n"
+        + _VANILLA + _SOURCE
+    )  # fmt: skip
+    switches = {"forget_gate": False}
+
+
+class LstmNog(_ForgetGateVariant):
+    __doc__ = (
+        "NOG: vanilla LSTM with ``o_t ≡ 1`` (no output-gate weights, no ``p_o``):\n"
+        + _VANILLA + _SOURCE
+    )  # fmt: skip
+    switches = {"output_gate": False}
+
+
+class LstmNiaf(_ForgetGateVariant):
+    __doc__ = (
+        "NIAF: vanilla LSTM whose block input has no ``tanh``, "
+        "``z_t = W_z x_t + R_z h_{t-1} + b_z``:\n" + _VANILLA + _SOURCE
+    )
+    switches = {"input_activation": False}
+
+
+class LstmNoaf(_ForgetGateVariant):
+    __doc__ = (
+        "NOAF: vanilla LSTM without the output ``tanh``, ``h_t = o_t ⊙ c_t``:\n"
+        + _VANILLA + _SOURCE
+    )  # fmt: skip
+    switches = {"output_activation": False}
+
+
+class LstmFgr(_ForgetGateVariant):
+    __doc__ = (
+        "FGR: vanilla LSTM whose gates also receive the previous activations of all gates,\n"
+        "    ``a_t = [i_t, f_t, o_t]``, through ``weight_gaterec`` ``(3H, 3H)`` (Greff's 9 extra\n"
+        "    matrices): each gate pre-activation gains ``R^{g}_{\\star} a_{t-1}``.\n"
+        + _VANILLA + _SOURCE
+    )  # fmt: skip
+    switches = {"gate_recurrence": True}
+
+
+class Lstm1997(LstmVariant):
     r"""The original LSTM (no forget gate, no peepholes), input-gate biases initialised
     negative (``input_bias``; the paper staggers -1, -2, ... over memory blocks) so cells
     start closed:
@@ -305,8 +321,27 @@ _variant(
         \end{aligned}
 
     The paper squashes ``z`` to ``[-2, 2]`` and ``h(c)`` to ``[-1, 1]`` with scaled sigmoids;
-    here both are ``tanh``. Source: S. Hochreiter & J. Schmidhuber, "Long short-term
-    memory", Neural Computation 9(8), 1997.""",
-    dict(peephole=False, input_bias=-1.0),
-    dict(forget_gate=False),
-)
+    here both are ``tanh``. Args and shapes: see :class:`LstmVariant`.
+
+    Source: S. Hochreiter & J. Schmidhuber, "Long short-term memory", Neural Computation
+    9(8), 1997.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        peephole: bool = False,
+        input_bias: float | None = -1.0,
+        learn_h0: bool = False,
+        init: str = "default",
+        init_scale: float | None = None,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bidirectional, dropout, peephole=peephole,
+            forget_gate=False, input_bias=input_bias, learn_h0=learn_h0, init=init,
+            init_scale=init_scale,
+        )  # fmt: skip

@@ -1,11 +1,13 @@
-"""The interface between a task and the training loop."""
+"""The interface between a task and the rest: :class:`Task`, :class:`TaskSpec`, protocols."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 from matplotlib.figure import Figure
@@ -13,6 +15,9 @@ from torch import Tensor, nn
 
 from rnnexp.errors import RnnexpError
 from rnnexp.streams import Batch, BatchStream, Stream
+
+if TYPE_CHECKING:
+    from rnnexp.vocab import Vocab
 
 SPLITS = ("train", "val", "test")
 
@@ -31,39 +36,115 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 HELD_OUT_SEED_BASE = 1_000_003
 
 
-class Task(ABC):
-    """What the training loop needs from a task.
+INPUT_KINDS = ("linear", "onehot", "embedding")
+HEADS = ("every_step", "last_step")
 
-    Class attributes tell :func:`rnnexp.model.build_model` how to wire the network:
-    ``encoder`` (``linear``: feed float features as they are; ``onehot``/``embedding``:
-    token ids), ``input_size`` (features or vocabulary size), ``output_size`` and
-    ``head`` (``every_step`` or ``last_step``). ``metric`` names the key of
-    :meth:`evaluate`'s result that selects ``best.pt`` (``metric_mode`` ``min``/``max``)
-    and that the progress bar shows. ``bidirectional`` is the task's default for
-    ``model.bidirectional=null``; ``num_chars`` > 0 says token inputs carry character ids
-    ``(B, T, 1 + C)`` from a character vocabulary of that size (``model.char_encoder``);
-    ``tagging`` says the task labels every step from a tag set and can use ``model.crf``.
+
+@dataclass(frozen=True, eq=False)
+class PretrainedVectors:
+    """Word vectors for the word embedding of a new model, read by the task's data layer
+    (:func:`rnnexp.text.read_vectors`): row ``i`` of ``vectors`` ``(V, D)`` belongs to word
+    id ``i``; rows where ``found`` ``(V,)`` is false keep the embedding's random init.
+    ``D`` is the file's width, which must equal ``model.embedding_size``; ``source`` names
+    the file in messages."""
+
+    vectors: Tensor
+    found: Tensor
+    source: str
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What :func:`rnnexp.model.build_model` needs to know of a task, and all of it: the
+    builder never reads the task itself. :meth:`Task.setup` returns it.
+
+    Attributes:
+        input_kind: ``linear`` (float features ``(B, T, input_size)`` fed as they are: the
+            first layer's ``W_ih`` is the input map), ``onehot`` or ``embedding`` (token
+            ids ``(B, T)``, or ``(B, T, 1 + C)`` with character ids, see ``num_chars``).
+        input_size: features per step, or the (word) vocabulary size.
+        output_size: the head's outputs: ``(B, T, O)`` or ``(B, O)``.
+        head: ``every_step`` (an output at every step) or ``last_step`` (one per sequence).
+        bidirectional: what ``model.bidirectional=null`` means for this task.
+        num_chars: > 0: token inputs carry character ids ``(B, T, 1 + C)`` from a character
+            vocabulary of this size (``model.char_encoder``); 0: none.
+        tagging: the task labels every step from a tag set, so ``model.crf=true`` may put
+            a CRF on the head (the model's output is then a :class:`rnnexp.crf.CRFScores`).
+        vectors: pretrained word vectors for a new model's embedding (``None``: none, or a
+            model restored from a checkpoint, whose trained embedding is loaded after).
+        freeze_embedding: the word embedding does not train (``task.embeddings.freeze``).
     """
 
-    name: str
-    encoder: Literal["linear", "onehot", "embedding"] = "linear"
+    input_kind: Literal["linear", "onehot", "embedding"]
     input_size: int
     output_size: int
     head: Literal["every_step", "last_step"] = "every_step"
+    bidirectional: bool = False
+    num_chars: int = 0
+    tagging: bool = False
+    vectors: PretrainedVectors | None = None
+    freeze_embedding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_kind not in INPUT_KINDS:
+            raise RnnexpError(
+                f"unknown input kind {self.input_kind!r}; choose one of: {', '.join(INPUT_KINDS)}"
+            )
+        if self.head not in HEADS:
+            raise RnnexpError(f"unknown head {self.head!r}; choose every_step or last_step")
+        if self.input_size < 1 or self.output_size < 1 or self.num_chars < 0:
+            raise RnnexpError(
+                f"a task spec needs input_size >= 1, output_size >= 1 and num_chars >= 0 "
+                f"(got {self.input_size}, {self.output_size}, {self.num_chars})"
+            )
+
+
+class Task(ABC):
+    """Data, loss, metrics and figures for one kind of sequence problem.
+
+    The life of a task: it is built from ``conf/task/<name>.yaml`` (constructor arguments
+    only, no file read), then :meth:`setup` is called once, before the model exists. It
+    reads the data (a new run), or restores the state a checkpoint saved
+    (``setup(state)``: vocabularies, read from no data file), and returns the
+    :class:`TaskSpec` that :func:`rnnexp.model.build_model` builds the network from.
+    The task never receives the model back: the training loop, evaluation and the
+    figures hand it the model's outputs (:meth:`loss`) or the model to run
+    (:meth:`evaluate`, :meth:`figures`, ...). A tagger's CRF is part of the model's
+    output (:class:`rnnexp.crf.CRFScores`), not of the task. ``train.resume`` sets the
+    task up as its first run did (:meth:`setup` without state) and restores
+    :meth:`state_dict` along with the rest of the run's state.
+
+    ``metric`` names the key of :meth:`evaluate`'s result that selects ``best.pt``
+    (``metric_mode`` ``min``/``max``) and that the progress bar shows; ``diagnostics``
+    turns the gradient-flow diagnostics on by default (``train.diagnostics=null``).
+
+    Optional abilities are the protocols below, checked with ``isinstance``:
+    :class:`Generates` (a language model: ``rnnexp sample``), :class:`LabelsSentences`
+    (``rnnexp predict``), :class:`WritesPredictions` (``+write_predictions=true``).
+
+    A new task: its module here, its ``conf/task/<name>.yaml``, its page in
+    ``tasks/<name>/README.md`` and its test (README, "Layout").
+    """
+
+    name: str
     metric: str
     metric_mode: Literal["min", "max"] = "min"
     diagnostics: bool = False  # gradient-flow diagnostics by default (train.diagnostics=null)
-    bidirectional: bool = False  # model.bidirectional=null means this
-    num_chars: int = 0
-    tagging: bool = False
+
+    @abstractmethod
+    def setup(self, state: dict[str, Any] | None = None) -> TaskSpec:
+        """Read the data, or restore ``state`` (what :meth:`state_dict` returned, from a
+        checkpoint) without reading data files; the spec the model is built from. Called
+        once, before the model is built (the order of random draws depends on it)."""
 
     @abstractmethod
     def train_stream(self, batch_size: int, seed: int) -> Stream:
         """Endless training batches (:class:`rnnexp.streams.Stream`)."""
 
     @abstractmethod
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        """Scalar training loss of the model's ``output`` on ``batch``."""
+    def loss(self, output: Any, batch: Batch) -> Tensor:
+        """Scalar training loss of the model's ``output`` on ``batch`` (a tensor, or a
+        tagger's :class:`rnnexp.crf.CRFScores`)."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
@@ -92,13 +173,39 @@ class Task(ABC):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned (:meth:`setup` with a state calls it)."""
         del state  # stateless by default
 
-    def bind(self, model: nn.Module) -> None:
-        """Called by :func:`rnnexp.model.build_model` with the model just built for this
-        task: e.g. to load pretrained word vectors, or to keep the CRF layer the loss needs."""
-        del model  # nothing to do by default
+
+@runtime_checkable
+class Generates(Protocol):
+    """A language model's task: the model's output at each step scores the next token of
+    :meth:`token_vocab`, so :func:`rnnexp.generation.generate` writes text with it
+    (``rnnexp sample``, :meth:`rnnexp.api.Run.sample`)."""
+
+    def token_vocab(self) -> Vocab:
+        """The vocabulary the model reads and predicts (from the checkpoint: no data)."""
+        ...
+
+
+@runtime_checkable
+class LabelsSentences(Protocol):
+    """A task that labels typed-in sentences (``rnnexp predict``)."""
+
+    def predict_texts(self, model: nn.Module, texts: list[str], device: torch.device) -> list[dict]:
+        """A plain-data answer for every sentence."""
+        ...
+
+
+@runtime_checkable
+class WritesPredictions(Protocol):
+    """A task that writes a split's predictions to a file (``+write_predictions=true``)."""
+
+    def write_predictions(
+        self, model: nn.Module, split: str, device: torch.device, path: Path
+    ) -> Path:
+        """The predictions of ``split`` beside ``path``; the file written."""
+        ...
 
 
 def check_split(split: str) -> str:
@@ -114,13 +221,27 @@ class SyntheticTask(Task):
     Subclasses implement :meth:`sample` and :meth:`score`. Training batches are drawn
     from ``train.seed``; the held-out ``val`` and ``test`` sets are fixed by
     ``task.seed`` alone, so every run of a sweep is scored on the same sequences.
+
+    A subclass states the shape of its sequences, which :meth:`setup` hands on as the
+    :class:`TaskSpec`: ``encoder`` (the input kind), ``input_size``, ``output_size`` and
+    ``head`` (class attributes, or set in ``__init__`` when they depend on arguments).
     """
+
+    encoder: Literal["linear", "onehot", "embedding"] = "linear"
+    input_size: int
+    output_size: int
+    head: Literal["every_step", "last_step"] = "every_step"
 
     def __init__(self, seed: int, num_val: int, num_test: int, eval_batch_size: int) -> None:
         self.seed = seed
         self.num_examples = {"val": num_val, "test": num_test}
         self.eval_batch_size = eval_batch_size
         self._held_out: dict[str, list[Batch]] = {}
+
+    def setup(self, state: dict[str, Any] | None = None) -> TaskSpec:
+        """Nothing to read and no state: the spec of the generator's sequences."""
+        del state
+        return TaskSpec(self.encoder, self.input_size, self.output_size, self.head)
 
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:

@@ -28,7 +28,7 @@ from rnnexp import data
 from rnnexp.errors import RnnexpError
 from rnnexp.generation import Settings, generate
 from rnnexp.streams import Batch, EpochStream
-from rnnexp.tasks.base import Task, check_split, eval_mode
+from rnnexp.tasks.base import Task, TaskSpec, check_split, eval_mode
 from rnnexp.vocab import UNK_CHAR, Vocab, split_tokens
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,6 @@ class CharLMTask(Task):
     """
 
     name = "charlm"
-    head = "every_step"
     metric = "loss"
     metric_mode = "min"
 
@@ -191,13 +190,18 @@ class CharLMTask(Task):
         assert self._vocab is not None
         return self._vocab
 
-    @property
-    def input_size(self) -> int:  # type: ignore[override]
-        return len(self.vocab)
+    def setup(self, state: dict[str, Any] | None = None) -> TaskSpec:
+        """Read and split the text and build the vocabulary; or restore the vocabulary of
+        ``state`` (the text is then read on first use only: sampling needs none). The
+        model reads one token a step (one-hot or embedded) and scores the next."""
+        if state is not None:
+            self.load_state_dict(state)
+        size = len(self.vocab)
+        return TaskSpec(self.encoder, size, size, head="every_step")
 
-    @property
-    def output_size(self) -> int:  # type: ignore[override]
-        return len(self.vocab)
+    def token_vocab(self) -> Vocab:
+        """The vocabulary the model reads and predicts (:class:`~rnnexp.tasks.base.Generates`)."""
+        return self.vocab
 
     def text_path(self) -> str:
         """The text file: ``data.path``, or the cached download of ``data.name``."""

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnexp import plots
-from rnnexp.crf import CRF
+from rnnexp.crf import CRFScores
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
 from rnnexp.tasks.text_task import Evaluation, TextTask
@@ -88,11 +88,6 @@ class NerTask(TextTask):
             raise RnnexpError(
                 f"task.data.scheme={self.scheme!r}; choose one of: {', '.join(SCHEMES)}"
             )
-        self.crf: CRF | None = None
-
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
-        self.crf = getattr(model, "crf", None)  # the loss needs the CRF's transitions
 
     # ------------------------------------------------------------------ data
     def read_split(self, path: Path, key: str) -> list[tuple[list[str], Any, int, str]]:
@@ -127,21 +122,18 @@ class NerTask(TextTask):
         return to_scheme([self.labels.tokens[int(i)] for i in ids], "iob2")
 
     # ------------------------------------------------------------------ training
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        """Mean negative log-likelihood per sentence with a CRF; else the cross-entropy of
-        every real tag."""
-        if self.crf is None:
-            return F.cross_entropy(
-                output.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE
-            )
-        return self.crf.nll(output, batch.targets, batch.targets != IGNORE).mean()
+    def loss(self, output: Tensor | CRFScores, batch: Batch) -> Tensor:
+        """Mean negative log-likelihood per sentence with a CRF (``model.crf=true``: the
+        model's output carries it); else the cross-entropy of every real tag."""
+        if isinstance(output, CRFScores):
+            return output.nll(batch.targets, batch.targets != IGNORE).mean()
+        return F.cross_entropy(output.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE)
 
-    def decode(self, model: nn.Module, output: Tensor, batch: Batch) -> list[Any]:
+    def decode(self, output: Tensor | CRFScores, batch: Batch) -> list[Any]:
         lengths = batch.lengths.tolist()
-        crf = getattr(model, "crf", None)
-        if crf is not None:
-            steps = torch.arange(output.shape[1], device=output.device)
-            return crf.decode(output, steps < batch.lengths.unsqueeze(1))
+        if isinstance(output, CRFScores):  # the best whole sequence (Viterbi)
+            steps = torch.arange(output.emissions.shape[1], device=output.emissions.device)
+            return output.decode(steps < batch.lengths.unsqueeze(1))
         best = output.argmax(-1).cpu()
         return [best[i, :n].tolist() for i, n in enumerate(lengths)]
 
@@ -213,7 +205,7 @@ class NerTask(TextTask):
     def predict_texts(self, model: nn.Module, texts: list[str], device: torch.device) -> list[dict]:
         examples, output, batch = self.forward_texts(model, texts, device)
         answers = []
-        for example, ids in zip(examples, self.decode(model, output, batch), strict=True):
+        for example, ids in zip(examples, self.decode(output, batch), strict=True):
             tags = self.tags_of(ids)
             found = [
                 {

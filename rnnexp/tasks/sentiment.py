@@ -170,7 +170,7 @@ class SentimentTask(TextTask):
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(output, batch.targets)
 
-    def decode(self, model: nn.Module, output: Tensor, batch: Batch) -> list[Any]:
+    def decode(self, output: Tensor, batch: Batch) -> list[Any]:
         return list(output.float().cpu())  # logits (C,) per example
 
     def score(

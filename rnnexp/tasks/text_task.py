@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch, Task, check_split, eval_mode
+from rnnexp.tasks.base import Batch, PretrainedVectors, Task, TaskSpec, check_split, eval_mode
 from rnnexp.text import (
     BucketStream,
     Example,
@@ -59,9 +59,10 @@ class TextTask(Task):
     model outputs into predictions (:meth:`decode`), score them (:meth:`score`) and label
     typed-in text (:meth:`predict_texts`).
 
-    The data are read lazily, on first use: a task rebuilt from a checkpoint gets its
-    vocabularies from :meth:`load_state_dict` and never opens a data file, so ``rnnexp
-    predict`` works without the data. ``val`` is the dev file; ``test`` the test file.
+    :meth:`setup` reads the training file (vocabularies, label set, pretrained vectors);
+    ``setup(state)`` restores the vocabularies of a checkpoint and opens no data file, so
+    ``rnnexp predict`` works without the data. The other splits are read on first use.
+    ``val`` is the dev file; ``test`` the test file.
 
     Args:
         data: ``task.data``: ``train_path``, ``dev_path``, ``test_path`` and the
@@ -80,8 +81,8 @@ class TextTask(Task):
         max_word_length: characters kept per word for character inputs.
     """
 
-    encoder = "embedding"
-    bidirectional = True  # the default of model.bidirectional=null for text tasks
+    head: str  # every_step (a tag per word) or last_step (a label per text)
+    tagging = False  # a label per word, from a tag set (model.crf may be used)
     chars = False  # whether inputs carry character ids (B, T, 1 + C)
     files = {"train": "train_path", "val": "dev_path", "test": "test_path"}
     source_hint = ""  # where to get the default data; appended to missing-file errors
@@ -152,7 +153,7 @@ class TextTask(Task):
         """Metrics of the model outputs of ``evaluation``."""
 
     @abstractmethod
-    def decode(self, model: nn.Module, output: Tensor, batch: Batch) -> list[Any]:
+    def decode(self, output: Any, batch: Batch) -> list[Any]:
         """Per-example predictions from the model output of one batch."""
 
     @abstractmethod
@@ -272,22 +273,37 @@ class TextTask(Task):
         found = self._examples[split]
         return found[:limit] if limit else found
 
-    @property
-    def input_size(self) -> int:  # type: ignore[override]
-        self.fit()
-        return len(self.words)
+    def setup(self, state: dict[str, Any] | None = None) -> TaskSpec:
+        """Read the training file (vocabularies, label set), or restore the vocabularies
+        of ``state``; then the spec: word ids (and character ids), bidirectional by
+        default, the pretrained vectors of a new model (``task.embeddings``)."""
+        if state is not None:
+            self.load_state_dict(state)
+        self.fit()  # nothing to do with restored vocabularies
+        path = self.embeddings.get("path")
+        return TaskSpec(
+            input_kind="embedding",
+            input_size=len(self.words),
+            output_size=len(self.labels),
+            head=self.head,
+            bidirectional=True,  # the default of model.bidirectional=null for text tasks
+            num_chars=len(self.char_vocab) if self.chars else 0,
+            tagging=self.tagging,
+            # a restored model has its trained embedding already: no file read
+            vectors=self.pretrained_vectors() if path and not self.restored else None,
+            freeze_embedding=bool(path) and bool(self.embeddings.get("freeze", False)),
+        )
 
-    @property
-    def output_size(self) -> int:  # type: ignore[override]
-        self.fit()
-        return len(self.labels)
-
-    @property
-    def num_chars(self) -> int:  # type: ignore[override]
-        if not self.chars:
-            return 0
-        self.fit()
-        return len(self.char_vocab)
+    def pretrained_vectors(self) -> PretrainedVectors:
+        """The vectors of ``task.embeddings.path`` for the vocabulary's words."""
+        path = self.embeddings["path"]
+        file = check_file(path, "task.embeddings.path", "; a GloVe-format text file")
+        vectors, found = read_vectors(file, self.words, None, "task.embeddings.path")
+        log.info(
+            "%s: pretrained vectors for %d of %d words from %s",
+            self.name, int(found.sum()), len(self.words), path,
+        )  # fmt: skip
+        return PretrainedVectors(vectors, found, str(path))
 
     # ------------------------------------------------------------------ training
     def train_stream(self, batch_size: int, seed: int) -> BucketStream:
@@ -337,7 +353,7 @@ class TextTask(Task):
                 output, _ = model(batch.inputs, lengths=batch.lengths)
                 losses.append(self.loss(output, batch).item())
                 sizes.append(len(indices))
-                for i, prediction in zip(indices, self.decode(model, output, batch), strict=True):
+                for i, prediction in zip(indices, self.decode(output, batch), strict=True):
                     outputs[i] = prediction
         return outputs, losses, sizes
 
@@ -398,25 +414,3 @@ class TextTask(Task):
         self.restored = True
         self._examples.clear()  # encoded with the old vocabularies
         self._held_out.clear()
-
-    def bind(self, model: nn.Module) -> None:
-        """Load pretrained vectors into the word embedding of a new model, and freeze it
-        when asked. A restored model has its trained embedding already (no file read)."""
-        from rnnexp.encoders import word_embedding
-
-        path = self.embeddings.get("path")
-        if not path:
-            return
-        embedding = word_embedding(model.encoder)
-        if not self.restored:
-            file = check_file(path, "task.embeddings.path", "; a GloVe-format text file")
-            vectors, found = read_vectors(
-                file, self.words, embedding.embedding_dim, "task.embeddings.path"
-            )
-            with torch.no_grad():
-                embedding.weight[found] = vectors[found]
-            log.info(
-                "%s: pretrained vectors for %d of %d words from %s",
-                self.name, int(found.sum()), len(self.words), path,
-            )  # fmt: skip
-        embedding.weight.requires_grad_(not self.embeddings.get("freeze", False))
