@@ -211,6 +211,58 @@ def report(
     run(sweep, rows or [], cols or [], value, console)
 
 
+@app.command()
+def surface(
+    output: Path = typer.Option(
+        Path("error_surface.png"), "--output", "-o", help="The figure: .png, .svg or .pdf."
+    ),
+    setup: str = typer.Option(
+        "seed002", "--setup", help="seed002 (tanh unit) or pascanu2013 (their eq. 8, Fig. 6)."
+    ),
+    target: float = typer.Option(0.7, "--target", help="Target output at the last step."),
+    steps: int = typer.Option(50, "--steps", help="Steps the unit runs (T)."),
+    start: tuple[float, float] | None = typer.Option(
+        None, "--start", help="Start point W B (default: the setup's).", show_default=False
+    ),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default: the setup's)."),
+    clip: float = typer.Option(1.0, "--clip", help="Norm-clipping threshold."),
+    iters: int = typer.Option(100, "--iters", help="Gradient-descent iterations."),
+    w_range: tuple[float, float] | None = typer.Option(
+        None, "--w-range", help="Grid range of w: LOW HIGH.", show_default=False
+    ),
+    b_range: tuple[float, float] | None = typer.Option(
+        None, "--b-range", help="Grid range of b: LOW HIGH.", show_default=False
+    ),
+    resolution: int = typer.Option(301, "--resolution", help="Grid points per axis."),
+    kind: str = typer.Option("contour", "--kind", help="contour (2-D) or surface (3-D)."),
+) -> None:
+    """Seed 002's error surface of one recurrent unit (target 0.7 after 50 steps) over
+    (w, b), with gradient descent from one start with and without norm clipping: the cliff
+    and the bounce, e.g. [bold]rnnexp surface -o surface.svg[/]."""
+    from rnnexp.surface import run
+
+    def given(pair: tuple) -> tuple[float, float] | None:
+        return None if pair is None or pair[0] is None else (float(pair[0]), float(pair[1]))
+
+    result = run(output, setup, target, steps, given(start), lr, clip, iters, given(w_range),
+                 given(b_range), resolution, kind)  # fmt: skip
+    table = Table(title=result.heading)
+    for column in ("path", "start", "end", "end loss", "max ‖g‖", "clipped steps"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for name, path in result.paths.items():
+        first, last = path.points[0].tolist(), path.points[-1].tolist()
+        table.add_row(
+            "plain" if name == "plain" else f"clipped at {clip:g}",
+            f"({first[0]:.4g}, {first[1]:.4g})",
+            f"({last[0]:.4g}, {last[1]:.4g})",
+            f"{path.losses[-1]:.3g}",
+            f"{path.max_grad_norm:.4g}",
+            f"{path.num_clipped}/{len(path.grad_norms)}",
+        )
+    console.print(table)
+    console.print(f"written to {result.output}", highlight=False, soft_wrap=True)
+
+
 def _cells_table(input_size: int, hidden_size: int) -> Table:
     from rnnexp import cells
     from rnnexp.config import choices
