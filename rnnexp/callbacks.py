@@ -20,6 +20,8 @@ A new callback is a class here (or anywhere importable) with those methods, an e
 from __future__ import annotations
 
 import contextlib
+import csv
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from rnnexp.config import build
 from rnnexp.runinfo import RunRecord
 from rnnexp.tasks.base import Task
 from rnnexp.updates import StepResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -206,6 +210,72 @@ class ProgressBar(Callback):
 
     def on_train_end(self) -> None:
         self.progress.stop()
+
+
+class History(Callback):
+    """Every scalar that :class:`TensorBoardScalars` logs, also as ``history.csv`` beside
+    ``metrics.json`` (columns ``step,name,value``; names as in TensorBoard: ``train/loss``,
+    ``val/nrmse``, ...), for people and programs that do not read event files. Rows are
+    appended and flushed as they come, so the file shows a run that is still going."""
+
+    FILE = "history.csv"
+
+    def on_train_start(self, run: Run) -> None:
+        super().on_train_start(run)
+        path = run.run_dir / self.FILE
+        fresh = not path.exists()
+        self.handle = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (until the end)
+        self.rows = csv.writer(self.handle)
+        if fresh:
+            self.rows.writerow(["step", "name", "value"])
+
+    def on_step_end(self, step: int, result: StepResult) -> None:
+        if result.skipped or not (
+            step % self.run.cfg.train.log_every == 0 or step == self.run.max_steps
+        ):
+            return
+        scalars = {"loss": result.loss, "grad_norm": result.grad_norm, **result.scalars}
+        self.write(step, {f"train/{k}": v for k, v in scalars.items() if v is not None})
+
+    def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        self.write(step, {f"{split}/{key}": value for key, value in metrics.items()})
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        self.rows.writerows([step, name, f"{value:.8g}"] for name, value in values.items())
+        self.handle.flush()
+
+    def on_train_end(self) -> None:
+        self.handle.close()
+
+
+class LogLines(Callback):
+    """Log lines people can follow (in the console and the run's ``train.log``, which a
+    SLURM ``.out`` file shows as it grows): the run folder at the start, one line per
+    evaluation with the val metrics and the best of this run's evaluations so far, and once
+    the run completes its test scores and where to look (``metrics.json``, ``tensorboard
+    --logdir``)."""
+
+    def on_train_start(self, run: Run) -> None:
+        super().on_train_start(run)
+        self.best: tuple[float, int] | None = None  # (value, step): of this run's evaluations
+        log.info("run folder: %s", run.run_dir)
+
+    def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        task = self.run.task
+        shown = ", ".join(f"{key}={value:.4g}" for key, value in metrics.items())
+        if split != "val":  # the final test score: the run is complete
+            log.info("%s: %s", split, shown)
+            folder = self.run.run_dir
+            log.info("results in %s (metrics.json); curves: tensorboard --logdir %s", folder,
+                     folder)  # fmt: skip
+            return
+        value = metrics[task.metric]
+        if self.best is None or (
+            value < self.best[0] if task.metric_mode == "min" else value > self.best[0]
+        ):
+            self.best = (value, step)
+        log.info("step %d/%d: val %s (best %s=%.4g at step %d)", step, self.run.max_steps,
+                 shown, task.metric, *self.best)  # fmt: skip
 
 
 class Callbacks:

@@ -313,7 +313,6 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         train_time_s=round(train_time, 3),
         step_time_ms=round(1000 * train_time / max(steps_timed, 1), 4),
     )
-    log.info("test: %s", ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
     return record.data
 
 

@@ -99,3 +99,31 @@ def test_a_saved_callback_target_must_be_one_of_rnnexps(tmp_path: Path) -> None:
     with pytest.raises(RnnexpError, match="callbacks.progress._target_"):
         checkpoint.load(tmp_path / "evil.pt")
     assert torch.load(path, weights_only=True)["step"] == 2
+
+
+def test_history_csv_and_log_lines_follow_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two callbacks added from the config alone (issue 22's readable logs): every logged
+    scalar in history.csv, and a log line per evaluation with the run folder and the best."""
+    import csv
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="rnnexp.callbacks"):
+        metrics = run(tmp_path, "train.log_every=5")
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    losses = {int(r["step"]): float(r["value"]) for r in rows if r["name"] == "train/loss"}
+    assert sorted(losses) == [5, 10, 15, 20]
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
+    for event in events.Scalars("train/loss"):  # the same numbers as TensorBoard's
+        assert losses[event.step] == pytest.approx(event.value, rel=1e-6)
+    test = [r for r in rows if r["name"] == "test/nrmse"]
+    assert float(test[0]["value"]) == pytest.approx(metrics["final"]["nrmse"], rel=1e-6)
+    lines = [r.getMessage() for r in caplog.records if r.name == "rnnexp.callbacks"]
+    assert lines[0] == f"run folder: {tmp_path}"
+    assert [line.split(":")[0] for line in lines[1:3]] == ["step 10/20", "step 20/20"]
+    best = metrics["best"]
+    assert f"(best nrmse={best['value']:.4g} at step {best['step']})" in lines[2]
+    assert lines[-1].startswith(f"results in {tmp_path}")
+    run(tmp_path / "quiet", "~callbacks.history", "~callbacks.log_lines")
+    assert not (tmp_path / "quiet" / "history.csv").exists()
