@@ -98,3 +98,20 @@ def test_tiny_tagger_with_char_lstm_and_crf_learns_and_writes_conll(tmp_path: Pa
     assert result["metrics"]["f1"] == pytest.approx(
         evaluate_checkpoint(tmp_path)[0]["metrics"]["f1"]
     )
+
+
+def test_ner_without_seqeval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base install (no `ner` extra, so no scikit-learn) gets one line naming the extra."""
+    import importlib.util
+
+    from conftest import compose_config, tiny
+
+    from rnnexp.config import build
+    from rnnexp.errors import RnnexpError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "seqeval" else real(name, *a)
+    )
+    with pytest.raises(RnnexpError, match=r"pip install 'rnnexp\[ner\]'"):
+        build(compose_config(*tiny("ner")).task, "task")

@@ -23,6 +23,14 @@ def test_wheel_runs_train_cfg_job_from_another_directory(tmp_path: Path) -> None
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "rnnexp/py.typed" in names  # PEP 561: type checkers read the annotations
     assert {"rnnexp/conf/debug/tiny.yaml", "rnnexp/conf/debug_task/tiny_timer.yaml"} <= names
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    seqeval = [r for r in requires if r.startswith("seqeval")]
+    assert seqeval and all('extra == "ner"' in r for r in seqeval)  # not in a base install
     venv = tmp_path / "venv"
     # --system-site-packages: reuse the installed torch & co. instead of downloading them.
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)

@@ -12,6 +12,7 @@ when its type and both ends are right). See ``tasks/ner/README.md``.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,11 @@ class NerTask(TextTask):
         if self.scheme not in SCHEMES:
             raise RnnexpError(
                 f"task.data.scheme={self.scheme!r}; choose one of: {', '.join(SCHEMES)}"
+            )
+        if importlib.util.find_spec("seqeval") is None:  # the `ner` extra (scikit-learn)
+            raise RnnexpError(
+                "task=ner scores entities with seqeval, which is not installed; "
+                "pip install 'rnnexp[ner]' (or pip install seqeval)"
             )
 
     # ------------------------------------------------------------------ data
