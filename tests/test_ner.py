@@ -104,11 +104,6 @@ def test_ner_without_seqeval_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
     """A base install (no `ner` extra, so no scikit-learn) gets one line naming the extra."""
     import importlib.util
 
-    from conftest import compose_config, tiny
-
-    from rnnexp.config import build
-    from rnnexp.errors import RnnexpError
-
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "seqeval" else real(name, *a)
