@@ -9,11 +9,13 @@ held-out test set and write ``metrics.json``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -325,13 +327,31 @@ def run(cfg: DictConfig) -> float | None:
 
     Returns the best validation value of the task's metric, for sweepers like Optuna.
     """
+    with quiet_write_errors():
+        return run_job(cfg)
+
+
+@contextlib.contextmanager
+def quiet_write_errors() -> Iterator[None]:
+    """While a run goes, a full disk is one line (from the write that fails in the main
+    thread), not a traceback for each ``train.log`` line (``logging.raiseExceptions``) and
+    one from TensorBoard's writer thread (:func:`_thread_error`)."""
+    raise_exceptions, excepthook = logging.raiseExceptions, threading.excepthook
+    logging.raiseExceptions, threading.excepthook = False, _thread_error
+    try:
+        yield
+    finally:
+        logging.raiseExceptions, threading.excepthook = raise_exceptions, excepthook
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    """:func:`run`'s body: check the config, record, train, and end in one documented way
+    (completed; failed with one line; interrupted with the command that continues)."""
     hydra_cfg = HydraConfig.get()
     note_job(hydra_cfg)  # a sweep's job: the command counts its sweep's jobs at the end
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-    logging.raiseExceptions = False  # a full disk: no traceback from each train.log line
-    threading.excepthook = _thread_error  # nor from TensorBoard's writer thread
     try:
         check_config(cfg)  # a bad key or value (rnnexp.schema): before anything is built
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k[:6] != "hydra/"}
