@@ -87,7 +87,9 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], source: str |
     changed = {key: v for key, v in changed_keys(saved, current).items() if _fixed(key, v)}
     if not changed:
         return
-    shown = ", ".join(f"{key} ({a!r} -> {b!r})" for key, (a, b) in list(changed.items())[:6])
+    shown = ", ".join(
+        f"{key} ({a!r} -> {b!r})" for key, (a, b) in list(collapse(changed).items())[:6]
+    )
     more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
     remedy = "repeat the run's own settings"
     overrides = run_overrides(source)
@@ -103,6 +105,24 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], source: str |
         f"{remedy} and change only train.max_steps, train.eval_every or logging keys, or "
         f"start a new run from its weights with train.init_from={source}"
     )
+
+
+def collapse(changed: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """A group swapped for another option (``sched=constant`` on a cosine run: its
+    ``_target_`` changed; ``cell=lstm`` on a gru run: its ``name``) as one entry, ``sched``
+    (``'CosineAnnealingLR' -> 'ConstantLR'``), ``cell`` (``'gru' -> 'lstm'``), instead of
+    every key of both options; other keys as they are."""
+    swapped: dict[str, tuple[Any, Any]] = {}
+    for key, values in changed.items():
+        group, _, leaf = key.partition(".")
+        if leaf in ("name", "_target_") and group not in swapped:
+            swapped[group] = tuple(str(v).rpartition(".")[2] for v in values)
+    kept = {
+        key: values
+        for key, values in changed.items()
+        if not any(key.startswith(f"{group}.") for group in swapped)
+    }
+    return {**swapped, **kept}
 
 
 def run_overrides(source: str | Path) -> list[str] | None:

@@ -49,7 +49,8 @@ def test_flatten_and_changed_keys() -> None:
     ("overrides", "named"),
     [
         (["optim.lr=0.5"], r"optim\.lr \(0\.003 -> 0\.5\)"),
-        (["cell=lstm"], r"cell\.name \('gru' -> 'lstm'\)"),
+        (["cell=lstm"], r"changes cell \('gru' -> 'lstm'\);"),  # the group, not its keys
+        (["sched=cosine"], r"changes sched \('ConstantLR' -> 'CosineAnnealingLR'\)"),
         (["train.seed=3"], r"train\.seed"),
         (["model.hidden_size=16"], r"model\.hidden_size"),
     ],
