@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import signal
 import threading
@@ -143,3 +144,9 @@ def deferred_signals(signums: tuple[int, ...] = DEFERRED_SIGNALS) -> Iterator[No
             signal.signal(signum, handler)
         for signum in dict.fromkeys(received):
             signal.raise_signal(signum)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as JSON atomically (:func:`atomic_write`)."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -37,7 +37,7 @@ from torch.utils.tensorboard import SummaryWriter
 from rnnexp import diagnostics, plots
 from rnnexp.config import build
 from rnnexp.runinfo import RunRecord
-from rnnexp.tasks.base import Task
+from rnnexp.tasks.base import Task, is_better
 from rnnexp.updates import StepResult
 
 log = logging.getLogger(__name__)
@@ -78,22 +78,24 @@ class Callback:
         pass
 
 
+def train_scalars(run: Run, step: int, result: StepResult) -> dict[str, float]:
+    """The training scalars logged at ``step`` (every ``train.log_every`` steps and the
+    last; none for a skipped step): ``train/loss``, ``train/grad_norm`` (not for the closed
+    form) and the update's own (``train/lr``, ``train/omega``)."""
+    if result.skipped or not (step % run.cfg.train.log_every == 0 or step == run.max_steps):
+        return {}
+    scalars = {"loss": result.loss, "grad_norm": result.grad_norm, **result.scalars}
+    return {f"train/{name}": value for name, value in scalars.items() if value is not None}
+
+
 class TensorBoardScalars(Callback):
     """``train/loss``, ``train/grad_norm`` and the update's scalars (``train/lr``,
     ``train/omega``) every ``train.log_every`` steps and at the last step; each
     evaluation's metrics as ``val/<metric>`` and ``test/<metric>``."""
 
     def on_step_end(self, step: int, result: StepResult) -> None:
-        if result.skipped or not (
-            step % self.run.cfg.train.log_every == 0 or step == self.run.max_steps
-        ):
-            return
-        writer = self.run.writer
-        writer.add_scalar("train/loss", result.loss, step)
-        if result.grad_norm is not None:
-            writer.add_scalar("train/grad_norm", result.grad_norm, step)
-        for name, value in result.scalars.items():
-            writer.add_scalar(f"train/{name}", value, step)
+        for name, value in train_scalars(self.run, step, result).items():
+            self.run.writer.add_scalar(name, value, step)
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -204,7 +206,7 @@ class ProgressBar(Callback):
         if split != "val":
             return
         value, best = metrics[task.metric], self.best
-        if best is None or (value < best if task.metric_mode == "min" else value > best):
+        if is_better(value, best, task.metric_mode):
             self.best = value
         self.progress.update(self.bar, metric=f"{self.best:.4g}")
 
@@ -230,19 +232,15 @@ class History(Callback):
             self.rows.writerow(["step", "name", "value"])
 
     def on_step_end(self, step: int, result: StepResult) -> None:
-        if result.skipped or not (
-            step % self.run.cfg.train.log_every == 0 or step == self.run.max_steps
-        ):
-            return
-        scalars = {"loss": result.loss, "grad_norm": result.grad_norm, **result.scalars}
-        self.write(step, {f"train/{k}": v for k, v in scalars.items() if v is not None})
+        self.write(step, train_scalars(self.run, step, result))
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
         self.write(step, {f"{split}/{key}": value for key, value in metrics.items()})
 
     def write(self, step: int, values: dict[str, float]) -> None:
-        self.rows.writerows([step, name, f"{value:.8g}"] for name, value in values.items())
-        self.handle.flush()
+        if values:
+            self.rows.writerows([step, name, f"{value:.8g}"] for name, value in values.items())
+            self.handle.flush()
 
     def on_train_end(self) -> None:
         self.handle.close()
@@ -270,9 +268,7 @@ class LogLines(Callback):
                      folder)  # fmt: skip
             return
         value = metrics[task.metric]
-        if self.best is None or (
-            value < self.best[0] if task.metric_mode == "min" else value > self.best[0]
-        ):
+        if is_better(value, None if self.best is None else self.best[0], task.metric_mode):
             self.best = (value, step)
         log.info("step %d/%d: val %s (best %s=%.4g at step %d)", step, self.run.max_steps,
                  shown, task.metric, *self.best)  # fmt: skip

@@ -10,10 +10,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import checkpoint
+from rnnexp.atomic import write_json
 from rnnexp.config import build, check_override
 from rnnexp.errors import RnnexpError
 from rnnexp.model import SequenceModel, build_model
-from rnnexp.runinfo import resolve_device, write_json
+from rnnexp.runinfo import resolve_device
 from rnnexp.schema import check_key
 from rnnexp.tasks.base import Task, WritesPredictions, check_split
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rnnexp.atomic import atomic_write
+from rnnexp.atomic import write_json
 from rnnexp.errors import RnnexpError
 
 METRICS_FILE = "metrics.json"
-
-
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as JSON atomically (:func:`rnnexp.atomic.atomic_write`)."""
-    text = json.dumps(data, indent=2, default=str) + "\n"
-    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def git_commit() -> dict[str, Any]:

@@ -206,7 +206,7 @@ def record_lost_jobs(folder: Path) -> list[Path]:
     ended before its job could record anything (loky kills every worker when one dies,
     e.g. an idle one hit by a terminal's Ctrl-C), gets ``status: interrupted`` in its
     ``metrics.json``. Returns their folders."""
-    from rnnexp.atomic import atomic_write
+    from rnnexp.atomic import write_json
 
     alive = {child.pid for child in multiprocessing.active_children()} | {os.getpid()}
     fixed = []
@@ -221,8 +221,7 @@ def record_lost_jobs(folder: Path) -> list[Path]:
             continue
         if data.get("status") == "running":
             data.update(status="interrupted", note="its worker process ended before it recorded")
-            text = json.dumps(data, indent=2, default=str) + "\n"
-            atomic_write(metrics, lambda handle, text=text: handle.write(text.encode("utf-8")))
+            write_json(metrics, data)
             fixed.append(metrics.parent)
     return fixed
 

@@ -39,7 +39,7 @@ from rnnexp.resume import changed_keys, check_same_run, resume_command
 from rnnexp.runinfo import RunRecord, git_commit, resolve_device
 from rnnexp.schema import check_config
 from rnnexp.sweep import JobSignals, exit_code, note_job
-from rnnexp.tasks.base import Task, TaskSpec
+from rnnexp.tasks.base import Task, TaskSpec, is_better
 from rnnexp.updates import Update, build_update
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ def state_to(state: Any, device: torch.device) -> Any:
     if state is None or isinstance(state, torch.Tensor):
         return None if state is None else state.to(device)
     return type(state)(state_to(s, device) for s in state)
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    return best is None or (value < best if mode == "min" else value > best)
 
 
 def reached(value: float, target: float | None, mode: str) -> bool:

@@ -26,12 +26,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rnnexp import checkpoint
-from rnnexp.atomic import atomic_write, deferred_signals, temporary_path
+from rnnexp.atomic import atomic_write, deferred_signals, temporary_path, write_json
 from rnnexp.cli import main
 from rnnexp.config import buildable, check_saved_config
 from rnnexp.errors import RnnexpError
 from rnnexp.evaluate import apply_overrides
-from rnnexp.runinfo import RunRecord, write_json
+from rnnexp.runinfo import RunRecord
 from rnnexp.train import train
 
 

@@ -208,6 +208,12 @@ class WritesPredictions(Protocol):
         ...
 
 
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    """Whether ``value`` of a metric whose ``mode`` is ``min`` or ``max`` (``Task.metric_mode``)
+    beats ``best`` (``None``: nothing yet)."""
+    return best is None or (value < best if mode == "min" else value > best)
+
+
 def check_split(split: str) -> str:
     """``split`` if it names one, else a one-line error listing the splits."""
     if split not in SPLITS:
