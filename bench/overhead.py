@@ -24,9 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rnnexp.config import build
-from rnnexp.model import build_model
-from rnnexp.runinfo import RunRecord
-from rnnexp.train import train
+from rnnexp.nn.model import build_model
+from rnnexp.train.loop import train
+from rnnexp.train.record import RunRecord
 
 
 def bare_loop_step_ms(cfg, steps: int) -> float:

@@ -4,10 +4,10 @@ The model is a char-rnn-sized LSTM language model (one-hot input, ``--layers`` x
 ``--hidden`` LSTM, linear head over ``--vocab`` symbols; random weights: speed does not
 depend on them). Three ways to generate are timed in alternating rounds:
 
-* ``rnnexp sample``: :func:`rnnexp.generation.generate`, the command's path (the prompt once,
-  then :class:`~rnnexp.generation.LSTMStepper`, one token at a time, the weights laid out for
+* ``rnnexp sample``: :func:`rnnexp.nn.generation.generate`, the command's path (the prompt once,
+  then :class:`~rnnexp.nn.generation.LSTMStepper`, one token at a time, the weights laid out for
   batch 1, and the Gumbel-max draw);
-* ``Stepper``: the same loop on :class:`~rnnexp.generation.Stepper`, the path of every other
+* ``Stepper``: the same loop on :class:`~rnnexp.nn.generation.Stepper`, the path of every other
   cell (per-layer steps on the module's own weights, plain matmuls);
 * ``fused per char``: the naive loop, calling the fused ``nn.LSTM`` on one character at a
   time with its state (it re-packs its weights every call), plus the same head and draw.
@@ -27,9 +27,9 @@ import torch
 from torch.nn import functional as F
 
 from rnnexp.cells import create
-from rnnexp.generation import Settings, Stepper, generate, stepper_for
-from rnnexp.model import OneHot, SequenceModel
-from rnnexp.vocab import Vocab
+from rnnexp.data.vocab import Vocab
+from rnnexp.nn.generation import Settings, Stepper, generate, stepper_for
+from rnnexp.nn.model import OneHot, SequenceModel
 
 
 def build(vocab: int, hidden: int, layers: int) -> SequenceModel:
@@ -45,8 +45,8 @@ def stepper_rate(
     chars: int,
     stepper: Callable[[SequenceModel], Stepper] = stepper_for,
 ) -> float:
-    """Characters per second of :func:`rnnexp.generation.generate` with ``stepper`` (by
-    default the command's choice, :func:`~rnnexp.generation.stepper_for`)."""
+    """Characters per second of :func:`rnnexp.nn.generation.generate` with ``stepper`` (by
+    default the command's choice, :func:`~rnnexp.nn.generation.stepper_for`)."""
     started = time.perf_counter()
     generate(model, vocab, "ROMEO:", chars, Settings(temperature=1.0), seed=0, stepper=stepper)
     return chars / (time.perf_counter() - started)

@@ -1,3 +1,3 @@
-from rnnexp.cli import main
+from rnnexp.cli.main import main
 
 main()

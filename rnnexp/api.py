@@ -6,7 +6,6 @@ first called. The cell API is :mod:`rnnexp.cells` (``create``, ``available``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from rnnexp.cli.evaluate import restore
 from rnnexp.errors import RnnexpError
-from rnnexp.evaluate import restore
-from rnnexp.runinfo import METRICS_FILE
+from rnnexp.report.load import METRICS_FILE, read_metrics
 from rnnexp.tasks.base import Generates, Task, check_split
 
 
@@ -25,7 +24,7 @@ class Run:
     """A trained run, rebuilt from one of its checkpoints by :func:`load_run`.
 
     Attributes:
-        model: the trained network (``rnnexp.model.SequenceModel``, a ``torch.nn.Module``)
+        model: the trained network (``rnnexp.nn.model.SequenceModel``, a ``torch.nn.Module``)
             in eval mode on ``device``. Its ``forward(inputs)`` takes the task's batch inputs
             and returns ``(outputs, state)``.
         task: the task it was trained on (``rnnexp.tasks.base.Task``), with the state saved
@@ -59,7 +58,7 @@ class Run:
         """A text from a language model (``task=charlm``): ``prime`` followed by ``length``
         generated tokens, drawn at ``temperature`` with the generator seeded by ``seed``
         (``rnnexp sample``'s draws: the same seed gives the same text)."""
-        from rnnexp.generation import Settings, generate  # the generator of ``rnnexp sample``
+        from rnnexp.nn.generation import Settings, generate  # the generator of ``rnnexp sample``
 
         if not isinstance(self.task, Generates):
             raise RnnexpError(
@@ -84,7 +83,7 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu") -> Run:
     ``device`` is where the model goes (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
 
     The checkpoint is loaded as ``rnnexp evaluate`` loads it
-    (:func:`rnnexp.evaluate.restore`): its config is checked against rnnexp's own configs
+    (:func:`rnnexp.cli.evaluate.restore`): its config is checked against rnnexp's own configs
     before anything is built from it, and its tensors are read with ``weights_only``. A
     missing, corrupt or refused checkpoint raises :class:`rnnexp.errors.RnnexpError`.
     """
@@ -106,7 +105,6 @@ def _run_metrics(checkpoint: Path) -> dict[str, Any] | None:
     if checkpoint.parent.name != "checkpoints":
         return None
     try:
-        metrics = json.loads((checkpoint.parent.parent / METRICS_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
+        return read_metrics(checkpoint.parent.parent / METRICS_FILE)
+    except ValueError:  # unreadable, or not a JSON object
         return None
-    return metrics if isinstance(metrics, dict) else None

@@ -3,7 +3,7 @@ config value against a type annotation.
 
 ``conf/config.yaml`` holds the defaults; :class:`TrainConfig` and :class:`ModelConfig`
 hold each key's type and allowed range. :func:`check_config` runs before a run builds or
-writes anything (``rnnexp.train.run``), :func:`check_key` on each override that
+writes anything (``rnnexp.train.loop.run``), :func:`check_key` on each override that
 ``evaluate``, ``sample`` and ``predict`` apply to a saved config, and
 :func:`check_value` also on the keyword arguments of rnnexp's own config targets
 (:func:`rnnexp.config.check_arguments`). A bad value is one :class:`RnnexpError` line
@@ -84,7 +84,7 @@ def plain(doc: str = "", wanted: str | None = None) -> Any:
 
 def is_device(name: str) -> bool:
     """Whether ``name`` is ``auto`` or a device torch can parse (``cpu``, ``cuda:1``, ...);
-    whether that device exists is :func:`rnnexp.runinfo.resolve_device`'s question."""
+    whether that device exists is :func:`rnnexp.train.record.resolve_device`'s question."""
     if name == "auto":
         return True
     try:

@@ -70,7 +70,7 @@ def read_metrics(run_dir: Path) -> dict:
 
 # No test downloads anything: a session-wide cache ($RNNEXP_CACHE, inherited by the CLI
 # subprocesses) holds a small multilingual text in place of the tinyshakespeare download
-# (rnnexp/data.py trusts a file in the cache: it was checked when downloaded).
+# (rnnexp/data/download.py trusts a file in the cache: it was checked when downloaded).
 TINY_CORPUS_LINES = [
     "ROMEO: O, she doth teach the torches to burn bright!",
     "Café crème, déjà vu — naïve façade.",

@@ -15,10 +15,10 @@ import torch
 from conftest import read_metrics, run_dirs, tiny
 
 import rnnexp
-from rnnexp import checkpoint
 from rnnexp.api import Run
-from rnnexp.cli import main
+from rnnexp.cli.main import main
 from rnnexp.errors import RnnexpError
+from rnnexp.train import checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -16,9 +16,9 @@ from rnnexp.config import (
     choices,
     config_dir,
 )
-from rnnexp.crf import CRFScores
 from rnnexp.errors import RnnexpError
-from rnnexp.model import build_model
+from rnnexp.nn.crf import CRFScores
+from rnnexp.nn.model import build_model
 from rnnexp.schema import check_config
 
 # experiments pick their own task: test_every_experiment_runs_a_smoke_version covers them;
@@ -111,8 +111,8 @@ def test_build_turns_config_errors_into_one_line() -> None:
 
 @pytest.mark.parametrize("experiment", sorted(choices("experiment")))
 def test_every_experiment_runs_a_smoke_version(experiment: str, tmp_path) -> None:
-    from rnnexp.runinfo import RunRecord
-    from rnnexp.train import train
+    from rnnexp.train.loop import train
+    from rnnexp.train.record import RunRecord
 
     cfg = compose_config(f"experiment={experiment}", "train.max_steps=3", "train.eval_every=3",
                          "task.num_val=8", "task.num_test=8", "model.hidden_size=8",

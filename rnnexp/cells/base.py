@@ -8,9 +8,9 @@ the first layer's recurrent matrix, the nonlinearity of Elman-type cells, and th
 per-step form.
 
 The per-step form (:meth:`Cell.unroll`) is what needs a recurrent net one step at a time:
-:meth:`rnnexp.model.SequenceModel.recur_steps` (every ``h_t`` of the top layer as a node of
+:meth:`rnnexp.nn.model.SequenceModel.recur_steps` (every ``h_t`` of the top layer as a node of
 the autograd graph, for Pascanu's Ω, hidden-gradient clipping and the gradient-flow
-diagnostics) and the sampler's steppers (:mod:`rnnexp.generation`, O(1) work a token).
+diagnostics) and the sampler's steppers (:mod:`rnnexp.nn.generation`, O(1) work a token).
 Neither may call a fused multi-step module once per step (``nn.LSTM`` re-packs its weights
 at every call: about 220 chars/s at 2 x 512 on 2 CPU cores). Each one-direction layer is
 a :class:`Layer` of two plain, differentiable functions on the cell's own tensors:

@@ -19,7 +19,7 @@ Speed (REFERENCE.md §4, measured on 2 CPU cores):
   use autograd on :meth:`LoopRNN.step`.
 
 :meth:`LoopRNN.step` is each cell's per-step form (:mod:`rnnexp.cells.base`): the sampler
-and :meth:`rnnexp.model.SequenceModel.recur_steps` run it, and the tests check every fused
+and :meth:`rnnexp.nn.model.SequenceModel.recur_steps` run it, and the tests check every fused
 loop against :meth:`LoopRNN.run`, the plain loop over it.
 """
 

@@ -13,11 +13,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rnnexp.data.streams import Batch, BatchStream, Stream
 from rnnexp.errors import RnnexpError
-from rnnexp.streams import Batch, BatchStream, Stream
 
 if TYPE_CHECKING:
-    from rnnexp.vocab import Vocab
+    from rnnexp.data.vocab import Vocab
 
 SPLITS = ("train", "val", "test")
 
@@ -43,7 +43,7 @@ HEADS = ("every_step", "last_step")
 @dataclass(frozen=True, eq=False)
 class PretrainedVectors:
     """Word vectors for the word embedding of a new model, read by the task's data layer
-    (:func:`rnnexp.text.read_vectors`): row ``i`` of ``vectors`` ``(V, D)`` belongs to word
+    (:func:`rnnexp.data.text.read_vectors`): row ``i`` of ``vectors`` ``(V, D)`` belongs to word
     id ``i``; rows where ``found`` ``(V,)`` is false keep the embedding's random init.
     ``D`` is the file's width, which must equal ``model.embedding_size``; ``source`` names
     the file in messages."""
@@ -55,7 +55,7 @@ class PretrainedVectors:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What :func:`rnnexp.model.build_model` needs to know of a task, and all of it: the
+    """What :func:`rnnexp.nn.model.build_model` needs to know of a task, and all of it: the
     builder never reads the task itself. :meth:`Task.setup` returns it.
 
     Attributes:
@@ -69,7 +69,7 @@ class TaskSpec:
         num_chars: > 0: token inputs carry character ids ``(B, T, 1 + C)`` from a character
             vocabulary of this size (``model.char_encoder``); 0: none.
         tagging: the task labels every step from a tag set, so ``model.crf=true`` may put
-            a CRF on the head (the model's output is then a :class:`rnnexp.crf.CRFScores`).
+            a CRF on the head (the model's output is then a :class:`rnnexp.nn.crf.CRFScores`).
         vectors: pretrained word vectors for a new model's embedding (``None``: none, or a
             model restored from a checkpoint, whose trained embedding is loaded after).
         freeze_embedding: the word embedding does not train (``task.embeddings.freeze``).
@@ -106,11 +106,11 @@ class Task(ABC):
     only, no file read), then :meth:`setup` is called once, before the model exists. It
     reads the data (a new run), or restores the state a checkpoint saved
     (``setup(state)``: vocabularies, read from no data file), and returns the
-    :class:`TaskSpec` that :func:`rnnexp.model.build_model` builds the network from.
+    :class:`TaskSpec` that :func:`rnnexp.nn.model.build_model` builds the network from.
     The task never receives the model back: the training loop, evaluation and the
     figures hand it the model's outputs (:meth:`loss`) or the model to run
     (:meth:`evaluate`, :meth:`figures`, ...). A tagger's CRF is part of the model's
-    output (:class:`rnnexp.crf.CRFScores`), not of the task. ``train.resume`` sets the
+    output (:class:`rnnexp.nn.crf.CRFScores`), not of the task. ``train.resume`` sets the
     task up as its first run did (:meth:`setup` without state) and restores
     :meth:`state_dict` along with the rest of the run's state.
 
@@ -139,12 +139,12 @@ class Task(ABC):
 
     @abstractmethod
     def train_stream(self, batch_size: int, seed: int) -> Stream:
-        """Endless training batches (:class:`rnnexp.streams.Stream`)."""
+        """Endless training batches (:class:`rnnexp.data.streams.Stream`)."""
 
     @abstractmethod
     def loss(self, output: Any, batch: Batch) -> Tensor:
         """Scalar training loss of the model's ``output`` on ``batch`` (a tensor, or a
-        tagger's :class:`rnnexp.crf.CRFScores`)."""
+        tagger's :class:`rnnexp.nn.crf.CRFScores`)."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
@@ -180,7 +180,7 @@ class Task(ABC):
 @runtime_checkable
 class Generates(Protocol):
     """A language model's task: the model's output at each step scores the next token of
-    :meth:`token_vocab`, so :func:`rnnexp.generation.generate` writes text with it
+    :meth:`token_vocab`, so :func:`rnnexp.nn.generation.generate` writes text with it
     (``rnnexp sample``, :meth:`rnnexp.api.Run.sample`)."""
 
     def token_vocab(self) -> Vocab:

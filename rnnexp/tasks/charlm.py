@@ -24,12 +24,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rnnexp import data
+from rnnexp.data import download
+from rnnexp.data.streams import Batch, EpochStream
+from rnnexp.data.vocab import UNK_CHAR, Vocab, split_tokens
 from rnnexp.errors import RnnexpError
-from rnnexp.generation import Settings, generate
-from rnnexp.streams import Batch, EpochStream
+from rnnexp.nn.generation import Settings, generate
 from rnnexp.tasks.base import Task, TaskSpec, check_split, eval_mode
-from rnnexp.vocab import UNK_CHAR, Vocab, split_tokens
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +215,13 @@ class CharLMTask(Task):
             )
         corpus = CORPORA[name]
         hint = "pass a local copy with task.data.path=FILE"
-        return str(data.fetch(corpus["url"], corpus["sha256"], corpus["file"],
+        return str(download.fetch(corpus["url"], corpus["sha256"], corpus["file"],
                               self.data["cache_dir"], hint=hint))  # fmt: skip
 
     def _prepare(self) -> None:
         """Read, tokenize and split the text; build the vocabulary unless one was loaded."""
         path = self.text_path()
-        tokens = split_tokens(data.read_text(path), self.level)
+        tokens = split_tokens(download.read_text(path), self.level)
         total = len(tokens)
         if total == 0:
             raise RnnexpError(

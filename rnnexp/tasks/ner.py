@@ -23,11 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnexp import plots
-from rnnexp.crf import CRFScores
-from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch
-from rnnexp.tasks.text_task import Evaluation, TextTask
-from rnnexp.text import (
+from rnnexp.data.text import (
     IGNORE,
     SCHEMES,
     check_tags,
@@ -36,7 +32,11 @@ from rnnexp.text import (
     scheme_tags,
     to_scheme,
 )
-from rnnexp.vocab import Vocab
+from rnnexp.data.vocab import Vocab
+from rnnexp.errors import RnnexpError
+from rnnexp.nn.crf import CRFScores
+from rnnexp.tasks.base import Batch
+from rnnexp.tasks.text_task import Evaluation, TextTask
 
 
 def seqeval_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
@@ -68,7 +68,7 @@ class NerTask(TextTask):
         data: ``train_path``, ``dev_path`` (the ``val`` split), ``test_path``,
             ``tag_column`` (index of the tag among the columns, ``-1``: the last) and
             ``scheme``, the tags the model learns: ``iob2`` or ``iobes``.
-        Other args: see :class:`rnnexp.text.TextTask`.
+        Other args: see :class:`rnnexp.data.text.TextTask`.
     """
 
     head = "every_step"

@@ -21,11 +21,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnexp import plots
+from rnnexp.data.text import read_table, tokenize
+from rnnexp.data.vocab import Vocab
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
 from rnnexp.tasks.text_task import Evaluation, TextTask
-from rnnexp.text import read_table, tokenize
-from rnnexp.vocab import Vocab
 
 GLUE_SST2 = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 INTEGER = re.compile(r"[+-]?\d+")
@@ -67,7 +67,7 @@ class SentimentTask(TextTask):
             ``label_column``, ``delimiter`` (auto | tab | comma), ``quoting`` (minimal |
             none), ``label_names`` (optional ``{label: name}`` for display).
         max_length: keep only the first N tokens of a text (``None``: all).
-        Other args: see :class:`rnnexp.text.TextTask`.
+        Other args: see :class:`rnnexp.data.text.TextTask`.
     """
 
     head = "last_step"

@@ -1,7 +1,7 @@
 """What text tasks share (``sentiment``, ``ner`` and later ones): :class:`TextTask`.
 
 A text task reads its files lazily, on first use, through the pipeline of
-:mod:`rnnexp.text`: vocabularies from the training split, padded batches with true
+:mod:`rnnexp.data.text`: vocabularies from the training split, padded batches with true
 lengths in length buckets, held-out splits sorted by length. A task rebuilt from a
 checkpoint gets its vocabularies from :meth:`TextTask.load_state_dict` and never opens a
 data file, so ``rnnexp predict`` and ``rnnexp evaluate`` need only the files they score.
@@ -21,9 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from rnnexp.errors import RnnexpError
-from rnnexp.tasks.base import Batch, PretrainedVectors, Task, TaskSpec, check_split, eval_mode
-from rnnexp.text import (
+from rnnexp.data.text import (
     BucketStream,
     Example,
     check_file,
@@ -33,7 +31,9 @@ from rnnexp.text import (
     read_vectors,
     tokenize,
 )
-from rnnexp.vocab import PAD_ID, Vocab
+from rnnexp.data.vocab import PAD_ID, Vocab
+from rnnexp.errors import RnnexpError
+from rnnexp.tasks.base import Batch, PretrainedVectors, Task, TaskSpec, check_split, eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ class TextTask(Task):
             subclass's own keys.
         name: the task's name (run folders, logs).
         lowercase, normalize_digits: the vocabulary form of a word (:func:`normalize`).
-        tokenizer: ``whitespace`` or ``simple`` (:func:`rnnexp.text.tokenize`).
+        tokenizer: ``whitespace`` or ``simple`` (:func:`rnnexp.data.text.tokenize`).
         min_freq, vocab_size: which training words get an entry
-            (:meth:`rnnexp.vocab.Vocab.by_frequency`).
+            (:meth:`rnnexp.data.vocab.Vocab.by_frequency`).
         word_dropout: training only: each singleton word becomes ``<unk>`` with this
             probability.
         embeddings: ``{"path": GloVe file or None, "freeze": bool, "extend_vocab": bool}``.
-        bucket_size: batches per length bucket (:class:`rnnexp.text.BucketStream`).
+        bucket_size: batches per length bucket (:class:`rnnexp.data.text.BucketStream`).
         eval_batch_size: sentences per batch when scoring.
         num_val, num_test: score only the first N dev/test examples (``None``: all).
         max_word_length: characters kept per word for character inputs.
@@ -405,8 +405,8 @@ class TextTask(Task):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The vocabularies of :meth:`state_dict`, or the bare lists that checkpoints
-        held before :class:`~rnnexp.vocab.Vocab` (:meth:`~rnnexp.vocab.Vocab.from_state`)."""
+        """The vocabularies of :meth:`state_dict`, or the bare lists that checkpoints held
+        before :class:`~rnnexp.data.vocab.Vocab` (see its ``from_state``)."""
         self.words = Vocab.from_state(state["words"], list_level="word")
         self.labels = Vocab.from_state(state["labels"], list_level="label")
         if self.chars:

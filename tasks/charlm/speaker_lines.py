@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn import functional as F
 
-from rnnexp.evaluate import Restored, restore
+from rnnexp.cli.evaluate import Restored, restore
 
 SPEAKER_LINE = re.compile(r"(?<=\n\n)[A-Z][A-Za-z' ]*:\n")
 

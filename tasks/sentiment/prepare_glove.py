@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from rnnexp.data import sha256_of
+from rnnexp.data.download import sha256_of
 
 WORDS = "glove_6B_index.parquet"  # one string column: the words, in vector order
 VECTORS = "glove_6B_50d_emb.npy"  # float32 (400000, 50)

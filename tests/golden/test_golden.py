@@ -40,8 +40,8 @@ import pytest
 from conftest import compose_config, read_metrics, run_cli, run_dirs, tiny
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rnnexp.runinfo import RunRecord
-from rnnexp.train import train
+from rnnexp.train.loop import train
+from rnnexp.train.record import RunRecord
 
 STEPS = 30  # each run's train.max_steps
 FIRST = {"rel": 1e-4, "abs": 1e-6}  # step 1: before any update

@@ -1,0 +1,292 @@
+"""The ``rnnexp`` command line (Typer). ``train`` hands its arguments to Hydra unchanged."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rnnexp import __version__
+from rnnexp.errors import RnnexpError
+
+app = typer.Typer(
+    name="rnnexp",
+    help="Experiment runner for recurrent networks on sequence tasks. "
+    "Start with: rnnexp train cell=gru task=timer",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+# `train` forwards everything to Hydra: no options of its own, unknown options allowed,
+# and Typer's --help off so that `rnnexp train --help` is Hydra's help.
+HYDRA_PASSTHROUGH = {
+    "allow_extra_args": True,
+    "ignore_unknown_options": True,
+    "help_option_names": [],
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"rnnexp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Experiment runner for recurrent networks on sequence tasks."""
+
+
+@app.command(context_settings=HYDRA_PASSTHROUGH, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train a model. Every argument is a Hydra override, e.g. [bold]cell=lstm task=timer
+    train.max_steps=500[/]; [bold]-m[/] sweeps (cell=elman,lstm,gru), [bold]--cfg job[/] prints
+    the config, [bold]--help[/] lists groups and keys."""
+    from rnnexp.train import sweep
+    from rnnexp.train.loop import main as hydra_main
+
+    sys.argv = ["rnnexp train", *ctx.args]
+    try:  # SIGTERM/Ctrl-C stop every job, also in a launcher's worker processes
+        with sweep.stop_jobs_on_signals() as jobs:
+            hydra_main()
+            code = sweep.sweep_exit_code(jobs, Console(stderr=True))  # 1: a job did not complete
+    except KeyboardInterrupt as interrupt:  # each job that was running recorded `interrupted`
+        sys.exit(sweep.exit_code(interrupt))
+    except ValueError as err:  # Hydra's own check of its flags, e.g. `-m` with `--cfg`
+        if "can be specified" not in str(err):
+            raise
+        raise RnnexpError(f"{err} (e.g. drop -m to print the config with --cfg)") from None
+    if code:
+        sys.exit(code)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(
+        ..., help="A run folder (outputs/...) or a checkpoint .pt file.", readable=False
+    ),
+    overrides: list[str] = typer.Argument(
+        None,
+        help="split=test|val|train, and config overrides such as train.device=cpu "
+        "or task.num_test=5000.",
+        show_default=False,
+    ),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+) -> None:
+    """Score a trained model on a split (default: the held-out test set) with the config
+    saved in its checkpoint; writes checkpoints/<name>.<split>.json."""
+    from rnnexp.cli.evaluate import NotWritten, evaluate_checkpoint
+
+    overrides = list(overrides or [])
+    splits = [o for o in overrides if o.startswith("split=")]
+    split = splits[-1].partition("=")[2] if splits else "test"
+    rest = [o for o in overrides if not o.startswith("split=")]
+    unwritten = None
+    try:
+        result, out = evaluate_checkpoint(run, which=which, split=split, overrides=rest)
+    except NotWritten as err:  # a read-only run folder: the table, then the error
+        result, out, unwritten = err.result, None, err
+    table = Table(title=f"{result['task']} / {result['cell']} — {split} (step {result['step']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    if "calibration" in result:  # task.calibrate: the logits were divided by this
+        table.add_row("softmax temperature", f"{result['calibration']['temperature']:.6g}")
+    console.print(table)
+    if unwritten is not None:
+        raise unwritten
+    console.print(f"written to {out}", highlight=False, soft_wrap=True)
+    if "predictions" in result:
+        console.print(f"predictions in {result['predictions']}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sample(
+    run: Path = typer.Argument(
+        ..., help="A charlm run folder or a checkpoint .pt file.", readable=False
+    ),
+    prime: str = typer.Option("", "--prime", "-p", help="Text to start from (default: none)."),
+    length: int = typer.Option(500, "--length", "-n", help="Tokens (characters) to generate."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="< 1: safer, > 1: wilder."),
+    top_k: int = typer.Option(None, "--top-k", help="Draw only from the k most likely tokens."),
+    top_p: float = typer.Option(None, "--top-p", help="Draw from the smallest set with this mass."),
+    argmax: bool = typer.Option(False, "--argmax", help="Always the most likely token (greedy)."),
+    seed: int = typer.Option(None, "--seed", "-s", help="Same seed, same text (default: random)."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Samples from the same prime."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the text to this file."),
+    stream: bool = typer.Option(
+        None, "--stream/--no-stream", help="Print as it generates (default: on a terminal)."
+    ),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+) -> None:
+    """Generate text from a language model (task=charlm), e.g. [bold]rnnexp sample
+    outputs/charlm/lstm/<run> --prime "ROMEO:" --seed 1[/]."""
+    from rnnexp.cli.sample import Settings, sample_run
+
+    settings = Settings(temperature, top_k, top_p, argmax)
+    sample_run(run, which, prime, length, settings, seed, num_samples, device, output, stream)
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(
+        ..., help="A sentiment or ner run folder or a checkpoint .pt.", readable=False
+    ),
+    sentences: list[str] = typer.Argument(
+        None, help="Sentences to label; none: read stdin, one per line.", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: one object per sentence."),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Label sentences with a trained text model: the class and its probabilities
+    (sentiment) or the entities (ner), e.g. [bold]rnnexp predict outputs/ner/lstm/<run>
+    "Angela Merkel visited Paris ."[/]; [bold]--json[/] for programs."""
+    from rnnexp.cli.predict import dump_json, predict, read_sentences, render
+
+    restored, answers = predict(run, read_sentences(sentences or [], sys.stdin), which, device)
+    if as_json:
+        print(dump_json(answers))
+    else:
+        render(restored, answers, console)
+
+
+@app.command("ls")
+def ls(
+    group: str = typer.Argument(
+        None, help="cells, tasks, optim, sched, clip, experiments or debug; all when omitted."
+    ),
+    input_size: int = typer.Option(2, help="Input features for the cells' parameter counts."),
+    hidden_size: int = typer.Option(64, help="Hidden units for the cells' parameter counts."),
+) -> None:
+    """List the configurable choices with one-line descriptions."""
+    from rnnexp.config import GROUPS, choices
+
+    aliases = {"cells": "cell", "tasks": "task", "experiments": "experiment"}
+    groups = GROUPS if group is None else (aliases.get(group, group),)
+    for name in groups:
+        if name == "cell":
+            console.print(_cells_table(input_size, hidden_size))
+            continue
+        table = Table(title=f"{name} (select with {name}=<name>)", title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        for option, description in choices(name).items():
+            table.add_row(option, description)
+        console.print(table)
+
+
+@app.command()
+def report(
+    sweep: Path = typer.Argument(..., help="A sweep folder: outputs/multirun/<timestamp>."),
+    rows: list[str] = typer.Option(
+        None, "--rows", help="Pivot: a swept key down the rows, e.g. cell (repeatable)."
+    ),
+    cols: list[str] = typer.Option(
+        None, "--cols", help="Pivot: a swept key across the columns, e.g. task.lag (repeatable)."
+    ),
+    value: str = typer.Option(
+        None,
+        "--value",
+        help="Pivot value: a metric of `final` (e.g. nrmse) or solved; "
+        "default solved, else the task's metric.",
+    ),
+) -> None:
+    """Summarize a sweep: mean ± std over seeds per combination of the swept keys, the
+    solved count, failed/unfinished/missing jobs; writes report.csv and report.md there."""
+    from rnnexp.cli.report import run
+
+    run(sweep, rows or [], cols or [], value, console)
+
+
+@app.command()
+def surface(
+    output: Path = typer.Option(
+        Path("error_surface.png"), "--output", "-o", help="The figure: .png, .svg or .pdf."
+    ),
+    setup: str = typer.Option(
+        "seed002", "--setup", help="seed002 (tanh unit) or pascanu2013 (their eq. 8, Fig. 6)."
+    ),
+    target: float = typer.Option(0.7, "--target", help="Target output at the last step."),
+    steps: int = typer.Option(50, "--steps", help="Steps the unit runs (T)."),
+    start: tuple[float, float] | None = typer.Option(
+        None, "--start", help="Start point W B (default: the setup's).", show_default=False
+    ),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default: the setup's)."),
+    clip: float = typer.Option(1.0, "--clip", help="Norm-clipping threshold."),
+    iters: int = typer.Option(100, "--iters", help="Gradient-descent iterations."),
+    w_range: tuple[float, float] | None = typer.Option(
+        None, "--w-range", help="Grid range of w: LOW HIGH.", show_default=False
+    ),
+    b_range: tuple[float, float] | None = typer.Option(
+        None, "--b-range", help="Grid range of b: LOW HIGH.", show_default=False
+    ),
+    resolution: int = typer.Option(301, "--resolution", help="Grid points per axis."),
+    kind: str = typer.Option("contour", "--kind", help="contour (2-D) or surface (3-D)."),
+) -> None:
+    """Seed 002's error surface of one recurrent unit (target 0.7 after 50 steps) over
+    (w, b), with gradient descent from one start with and without norm clipping: the cliff
+    and the bounce, e.g. [bold]rnnexp surface -o surface.svg[/]."""
+    from rnnexp.cli.surface import run
+
+    def given(pair: tuple) -> tuple[float, float] | None:
+        return None if pair is None or pair[0] is None else (float(pair[0]), float(pair[1]))
+
+    result = run(output, setup, target, steps, given(start), lr, clip, iters, given(w_range),
+                 given(b_range), resolution, kind)  # fmt: skip
+    table = Table(title=result.heading)
+    for column in ("path", "start", "end", "end loss", "max ‖g‖", "clipped steps"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for name, path in result.paths.items():
+        first, last = path.points[0].tolist(), path.points[-1].tolist()
+        table.add_row(
+            "plain" if name == "plain" else f"clipped at {clip:g}",
+            f"({first[0]:.4g}, {first[1]:.4g})",
+            f"({last[0]:.4g}, {last[1]:.4g})",
+            f"{path.losses[-1]:.3g}",
+            f"{path.max_grad_norm:.4g}",
+            f"{path.num_clipped}/{len(path.grad_norms)}",
+        )
+    console.print(table)
+    console.print(f"written to {result.output}", highlight=False, soft_wrap=True)
+
+
+def _cells_table(input_size: int, hidden_size: int) -> Table:
+    from rnnexp import cells
+    from rnnexp.config import choices
+
+    table = Table(
+        title=f"cells (select with cell=<name>); parameters at I={input_size}, H={hidden_size}",
+        title_justify="left",
+    )
+    for column in ("name", "recurrence", "params", "source"):
+        table.add_column(column, justify="right" if column == "params" else "left")
+    for name, description in choices("cell").items():
+        try:
+            cell_spec = cells.spec(name)
+            count = cells.count_parameters(cells.create(name, input_size, hidden_size))
+            table.add_row(name, cell_spec.summary, f"{count:,}", cell_spec.source)
+        except RnnexpError:
+            table.add_row(name, description, "?", "")
+    return table
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 2."""
+    try:
+        app()
+    except RnnexpError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
