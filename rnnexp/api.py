@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from rnnexp.cli.evaluate import restore
 from rnnexp.errors import RnnexpError
 from rnnexp.report.load import METRICS_FILE, read_metrics
 from rnnexp.tasks.base import Generates, Task, check_split
+from rnnexp.train.checkpoint import restore
 
 
 @dataclass(repr=False)
@@ -83,7 +83,7 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu") -> Run:
     ``device`` is where the model goes (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
 
     The checkpoint is loaded as ``rnnexp evaluate`` loads it
-    (:func:`rnnexp.cli.evaluate.restore`): its config is checked against rnnexp's own configs
+    (:func:`rnnexp.train.checkpoint.restore`): its config is checked against rnnexp's own configs
     before anything is built from it, and its tensors are read with ``weights_only``. A
     missing, corrupt or refused checkpoint raises :class:`rnnexp.errors.RnnexpError`.
     """
@@ -94,7 +94,7 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu") -> Run:
         config=restored.cfg,
         metrics=_run_metrics(restored.path),
         checkpoint=restored.path,
-        step=int(restored.payload["step"]),
+        step=int(restored.checkpoint.step),
         device=restored.device,
     )
 

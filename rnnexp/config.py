@@ -9,17 +9,18 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.errors import RnnexpError
-from rnnexp.schema import CONFIG_MODULE, GROUPS, check_value, config_dir
+from rnnexp.schema import CONFIG_MODULE, GROUPS, check_key, check_value, config_dir
 
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
@@ -187,10 +188,58 @@ def check_saved_config(config: Any, source: str | Path) -> None:
         )
 
 
+OVERRIDE = re.compile(r"(?P<prefix>\+\+|\+|~)?(?P<key>[^=]*)(?:=(?P<value>.*))?", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Override:
+    """One command-line override, Hydra's grammar at its top level: ``[+|++|~]key[=value]``
+    (``+`` adds a key, ``++`` adds or changes, ``~`` deletes). ``value`` is the text after
+    the first ``=`` (``None`` without one); the value's own grammar is left to the reader."""
+
+    prefix: str
+    key: str
+    value: str | None
+
+    @property
+    def adding(self) -> bool:
+        return self.prefix in ("+", "++")
+
+
+def parse_override(text: str) -> Override:
+    """The one reader of ``key=value`` overrides (``rnnexp evaluate``'s, a job's
+    ``.hydra/overrides.yaml`` for ``rnnexp report``)."""
+    match = OVERRIDE.fullmatch(str(text))
+    assert match is not None  # every string matches: each part is optional
+    return Override(match["prefix"] or "", match["key"], match["value"])
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``key=value`` overrides (:func:`parse_override`) onto a saved config; ``+key=value``
+    adds a new key. None may name a special key such as ``_target_``
+    (:func:`check_override`); ``train.*`` and ``model.*`` values are checked against the
+    schema."""
+    for override in overrides:
+        parsed = parse_override(override)
+        key = parsed.key
+        if parsed.value is None or not key or parsed.prefix == "~":
+            raise RnnexpError(f"override {override!r} is not of the form key=value")
+        if not parsed.adding and OmegaConf.select(cfg, key, default=KeyError) is KeyError:
+            raise RnnexpError(
+                f"unknown config key {key!r} in override {override!r}; "
+                f"use +{override} to add a new key"
+            )
+        value = OmegaConf.from_dotlist([f"{key}={parsed.value}"])
+        check_override(override, OmegaConf.to_container(value))
+        cfg = OmegaConf.merge(cfg, value)
+        check_key(cfg, key)  # train.* and model.*: the schema's type and range
+    return cfg
+
+
 def check_override(override: str, value: Any) -> None:
     """Refuse an override (``key=value`` given to ``evaluate``) that would make Hydra
     build or call something: a special key in its key path, or in its value (a dict)."""
-    key = override.partition("=")[0].lstrip("+~")
+    key = parse_override(override).key
     named = [part for part in re.split(r"[.\[\]]", key) if part in SPECIAL_KEYS]
     named += [where.rpartition(".")[2] for where, _ in _special_keys(value, key)]
     if named:

@@ -3,7 +3,7 @@ config value against a type annotation.
 
 ``conf/config.yaml`` holds the defaults; :class:`TrainConfig` and :class:`ModelConfig`
 hold each key's type and allowed range. :func:`check_config` runs before a run builds or
-writes anything (``rnnexp.train.loop.run``), :func:`check_key` on each override that
+writes anything (``rnnexp.cli.train.run``), :func:`check_key` on each override that
 ``evaluate``, ``sample`` and ``predict`` apply to a saved config, and
 :func:`check_value` also on the keyword arguments of rnnexp's own config targets
 (:func:`rnnexp.config.check_arguments`). A bad value is one :class:`RnnexpError` line

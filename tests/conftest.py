@@ -35,6 +35,16 @@ def tiny(task: str) -> list[str]:
     return [f"task={task}", *TINY_TASK[task], *TINY_TRAIN]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests are skipped where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def compose_config(*overrides: str) -> DictConfig:
     """The real config (``conf/``) with overrides, through Hydra's Compose API."""
     with initialize_config_module(config_module="rnnexp.conf", version_base="1.3"):

@@ -18,7 +18,6 @@ import rnnexp
 from rnnexp.api import Run
 from rnnexp.cli.main import main
 from rnnexp.errors import RnnexpError
-from rnnexp.train import checkpoint
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -80,11 +79,11 @@ def test_load_run_of_a_bare_checkpoint_and_its_errors(run_dir: Path, tmp_path: P
         rnnexp.load_run(tmp_path / "missing.pt")
     with pytest.raises(RnnexpError, match="no checkpoint at"):
         rnnexp.load_run(tmp_path)
-    # a crafted config is refused before anything is built from it (evaluate.restore)
+    # a crafted config is refused before anything is built from it (checkpoint.restore)
     sentinel = tmp_path / "built"
     payload = torch.load(loose, weights_only=True)
     payload["config"]["task"] = {"_target_": "pathlib.Path.touch", "_args_": [str(sentinel)]}
-    checkpoint.save(payload, tmp_path / "crafted.pt")
+    torch.save(payload, tmp_path / "crafted.pt")
     with pytest.raises(RnnexpError, match="refusing to load"):
         rnnexp.load_run(tmp_path / "crafted.pt")
     assert not sentinel.exists()

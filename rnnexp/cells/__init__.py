@@ -19,7 +19,7 @@ defaults, under ``_target_: rnnexp.cells.create`` and ``name: <stem>``.
 
 Adding a cell: write its module in this package (a subclass of
 :class:`rnnexp.cells.loop.LoopRNN` says how one step goes), add ``conf/cell/<name>.yaml``,
-and test it against independently written equations (``tests/test_cell_zoo.py``).
+and test it against independently written equations (``tests/cells/test_cell_zoo.py``).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def train(ctx: typer.Context) -> None:
     train.max_steps=500[/]; [bold]-m[/] sweeps (cell=elman,lstm,gru), [bold]--cfg job[/] prints
     the config, [bold]--help[/] lists groups and keys."""
     from rnnexp.train import sweep
-    from rnnexp.train.loop import main as hydra_main
+    from rnnexp.cli.train import main as hydra_main
 
     sys.argv = ["rnnexp train", *ctx.args]
     try:  # SIGTERM/Ctrl-C stop every job, also in a launcher's worker processes
@@ -86,11 +86,15 @@ def evaluate(
     """Score a trained model on a split (default: the held-out test set) with the config
     saved in its checkpoint; writes checkpoints/<name>.<split>.json."""
     from rnnexp.cli.evaluate import NotWritten, evaluate_checkpoint
+    from rnnexp.config import Override, parse_override
 
-    overrides = list(overrides or [])
-    splits = [o for o in overrides if o.startswith("split=")]
-    split = splits[-1].partition("=")[2] if splits else "test"
-    rest = [o for o in overrides if not o.startswith("split=")]
+    def is_split(override: Override) -> bool:
+        return override.key == "split" and not override.prefix and override.value is not None
+
+    parsed = [(o, parse_override(o)) for o in overrides or []]
+    splits = [str(p.value) for _, p in parsed if is_split(p)]
+    split = splits[-1] if splits else "test"
+    rest = [o for o, p in parsed if not is_split(p)]
     unwritten = None
     try:
         result, out = evaluate_checkpoint(run, which=which, split=split, overrides=rest)

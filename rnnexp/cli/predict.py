@@ -1,6 +1,6 @@
 """``rnnexp predict``: apply a trained text model to sentences, as a user would.
 
-The model comes back through :func:`rnnexp.cli.evaluate.restore` (the checkpoint's own config
+The model comes back through :func:`rnnexp.train.checkpoint.restore` (the checkpoint's own config
 and vocabularies, no data files). Sentences come from the command line or from stdin, one
 per line; each is tokenized as the task's ``task.tokenizer`` says. The answer is the
 label with its probabilities (``sentiment``) or the tagged entities (``ner``), as a rich
@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rnnexp.cli.evaluate import Restored, restore
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import LabelsSentences
+from rnnexp.train.checkpoint import Restored, restore
 
 CHUNK = 256  # sentences per forward pass
 TYPE_STYLES = ("bold magenta", "bold cyan", "bold green", "bold yellow", "bold blue", "bold red")
@@ -96,7 +96,7 @@ def tagged_line(answer: dict, styles: dict[str, str]) -> str:
 def render(restored: Restored, answers: list[dict], console: Console) -> None:
     """Print the answers for a person."""
     cfg = restored.cfg
-    title = f"{cfg.task.name} / {cfg.cell.name} (step {restored.payload['step']})"
+    title = f"{cfg.task.name} / {cfg.cell.name} (step {restored.checkpoint.step})"
     if "probabilities" in answers[0]:
         console.print(sentiment_table(answers, title))
         return

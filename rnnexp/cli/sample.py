@@ -1,6 +1,6 @@
 """``rnnexp sample``: restore a language model's checkpoint and write generated text.
 
-The model comes back through :func:`rnnexp.cli.evaluate.restore` (the same path as ``rnnexp
+The model comes back through :func:`rnnexp.train.checkpoint.restore` (the same path as ``rnnexp
 evaluate``; the vocabulary is in the checkpoint, no data file is read); the text comes
 from :func:`rnnexp.nn.generation.generate` (steppers, O(1) work a token, and the seeded draw).
 """
@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from rnnexp.cli.evaluate import restore
 from rnnexp.errors import RnnexpError
 from rnnexp.nn.generation import Settings, generate, prompt_ids
 from rnnexp.tasks.base import Generates
+from rnnexp.train.checkpoint import restore
 
 __all__ = ["SEPARATOR", "Settings", "generate", "sample_run"]  # rnnexp.nn.generation's own two
 

@@ -96,7 +96,7 @@ class Stepper:
                 xw = layer.project(h)
             h, self.state[k] = layer.step(xw, self.state[k], self.t)
         self.t += 1
-        return self.model.head(h)[0]
+        return self.model.head(h)[0] / self.model.temperature  # the read-out's head(h) / T
 
     def snapshot(self) -> tuple[Any, int]:
         return list(self.state), self.t  # the steps make new tensors: references suffice
@@ -154,9 +154,9 @@ class LSTMStepper(Stepper):
             both = self._blocks(torch.cat([w_ih, w_hh], dim=1))
             self.upper.append((both, _ifog(bias, dim=0).view(self.blocks, 1, -1)))
         # (H, V) and (1, V): addmm on a contiguous right operand, not F.linear's transposed
-        # view (about 35 us against 15 at batch 1)
-        self.head_weight = model.head.weight.t().contiguous()
-        self.head_bias = model.head.bias.view(1, -1)
+        # view (about 35 us against 15 at batch 1); the read-out's temperature folded in
+        self.head_weight = (model.head.weight / model.temperature).t().contiguous()
+        self.head_bias = (model.head.bias / model.temperature).view(1, -1)
         self.pending: Tensor | None = None  # (1, 4H): W_hh h^0_t, layer 0's next product
 
     @staticmethod

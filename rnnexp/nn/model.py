@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +114,12 @@ class SequenceModel(nn.Module):
 
     With ``lengths`` (right-padded batches of sequences of different lengths), the
     recurrence is padding-safe: see :func:`recur_padded`.
+
+    The buffer ``temperature`` (a scalar, 1 unless calibrated) divides the head's output:
+    the read-out is ``head(h) / T``. The calibration callback
+    (:class:`rnnexp.train.callbacks.Calibration`) fits ``T`` on val after training and the
+    checkpoints keep it, so every user of the model (evaluate, sample, predict, the Python
+    API) gets the calibrated scores without knowing of it; the weights stay as trained.
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class SequenceModel(nn.Module):
         self.bidirectional = bidirectional
         self.pooling = pooling
         self.crf = crf
+        self.register_buffer("temperature", torch.ones(()))  # T of the read-out's head(h) / T
 
     def forward(
         self, inputs: Tensor, state: Any = None, lengths: Tensor | None = None
@@ -234,20 +240,10 @@ class SequenceModel(nn.Module):
             x = torch.stack(steps, dim=1)  # (B, T, H): the next layer's input
         return x, unrolled.join_state(per_layer), steps
 
-    @torch.no_grad()
-    def divide_logits(self, temperature: float) -> None:
-        """Fold a softmax temperature into the head, ``W, b <- W / T, b / T``, so that
-        every reader of the head (evaluation, the sampling steppers, ``predict``) gets
-        ``logits / T`` without knowing of it (``task.calibrate``)."""
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise RnnexpError(f"softmax temperature {temperature}; it must be positive")
-        self.head.weight.div_(temperature)
-        self.head.bias.div_(temperature)
-
     def readout(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor | CRFScores:
         """The head on the hidden states: ``(B, T, O)`` or ``(B, O)`` (``last_step``);
         with a CRF, those emissions and the CRF as a :class:`rnnexp.nn.crf.CRFScores`."""
-        scores = self.head(self.dropout(self.select(hidden, lengths)))
+        scores = self.head(self.dropout(self.select(hidden, lengths))) / self.temperature
         return scores if self.crf is None else CRFScores(scores, self.crf)
 
     def features(

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from rnnexp.config import parse_override
 from rnnexp.errors import RnnexpError
 
 METRICS_FILE = "metrics.json"  # a run folder's record of itself (rnnexp.train.record.RunRecord)
@@ -91,9 +92,8 @@ def read_metrics(path: str | Path) -> dict[str, Any] | None:
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     """``["cell=gru", "+x=1", "~y"]`` -> ``{"cell": "gru", "x": "1", "~y": ""}``."""
     parsed: dict[str, str] = {}
-    for item in overrides:
-        key, _, value = str(item).partition("=")
-        parsed[key.lstrip("+")] = value
+    for item in map(parse_override, overrides):
+        parsed[item.key if item.prefix != "~" else f"~{item.key}"] = item.value or ""
     return parsed
 
 

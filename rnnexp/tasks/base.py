@@ -120,7 +120,8 @@ class Task(ABC):
 
     Optional abilities are the protocols below, checked with ``isinstance``:
     :class:`Generates` (a language model: ``rnnexp sample``), :class:`LabelsSentences`
-    (``rnnexp predict``), :class:`WritesPredictions` (``+write_predictions=true``).
+    (``rnnexp predict``), :class:`WritesPredictions` (``+write_predictions=true``),
+    :class:`Calibrates` (a softmax temperature fit after training).
 
     A new task: its module here, its ``conf/task/<name>.yaml``, its page in
     ``tasks/<name>/README.md`` and its test (README, "Layout").
@@ -162,12 +163,6 @@ class Task(ABC):
         """A fixed batch for the gradient-flow diagnostics; ``None``: no diagnostics."""
         return None
 
-    def calibrate(self, model: nn.Module, device: torch.device) -> dict[str, float] | None:
-        """Fit the model's softmax temperature on val after training (the training loop
-        folds ``temperature`` into the head); ``None``: the task does not calibrate."""
-        del model, device
-        return None
-
     def state_dict(self) -> dict[str, Any]:
         """Plain data the task needs to rebuild a trained model (e.g. a vocabulary)."""
         return {}
@@ -205,6 +200,18 @@ class WritesPredictions(Protocol):
         self, model: nn.Module, split: str, device: torch.device, path: Path
     ) -> Path:
         """The predictions of ``split`` beside ``path``; the file written."""
+        ...
+
+
+@runtime_checkable
+class Calibrates(Protocol):
+    """A task whose model's softmax may be calibrated after training: the calibration
+    callback (:class:`rnnexp.train.callbacks.Calibration`) sets the read-out's
+    ``temperature`` to the fit."""
+
+    def calibrate(self, model: nn.Module, device: torch.device) -> dict[str, float] | None:
+        """Fit the softmax temperature of ``model``'s logits on val: ``{"temperature",
+        "val_loss_before", "val_loss"}``; ``None`` when the task's config turns it off."""
         ...
 
 

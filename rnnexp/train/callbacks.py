@@ -11,6 +11,8 @@ callback in that order:
   :class:`rnnexp.train.updates.StepResult`;
 - ``on_evaluate(step, split, metrics)``: after each evaluation on ``val`` and after the
   final one on ``test``;
+- ``on_test_start(step)``: once, after the last step and before the final ``test`` score
+  (e.g. :class:`Calibration`);
 - ``on_train_end()``: once, also when the run fails.
 
 A new callback is a class here (or anywhere importable) with those methods, an entry in
@@ -20,6 +22,7 @@ A new callback is a class here (or anywhere importable) with those methods, an e
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import logging
 import math
@@ -36,8 +39,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rnnexp import plots
 from rnnexp.config import build
-from rnnexp.tasks.base import Task, is_better
+from rnnexp.tasks.base import Calibrates, Task, is_better
 from rnnexp.train import diagnostics
+from rnnexp.train.checkpoint import Checkpoint, load_model_state
 from rnnexp.train.record import RunRecord
 from rnnexp.train.updates import StepResult
 
@@ -73,6 +77,9 @@ class Callback:
         pass
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_test_start(self, step: int) -> None:
         pass
 
     def on_train_end(self) -> None:
@@ -275,6 +282,50 @@ class LogLines(Callback):
                  shown, task.metric, *self.best)  # fmt: skip
 
 
+class Calibration(Callback):
+    """``task.calibrate`` (a :class:`rnnexp.tasks.base.Calibrates` task: charlm): after the
+    last step, fit the softmax temperature ``T`` on val, set the scored model's read-out
+    ``temperature`` to it (the test score then uses it) and store it in ``last.pt`` and
+    ``best.pt``, a ``best.pt`` of an earlier step with a ``T`` fit on its own weights.
+    The weights stay as trained, so ``train.resume`` continues exactly (the temperature
+    goes back to 1 when training starts). ``metrics.json`` gets ``calibration`` and
+    ``final_uncalibrated`` (the test score at ``T = 1``); TensorBoard
+    ``calibration/temperature``."""
+
+    def on_train_start(self, run: Run) -> None:
+        super().on_train_start(run)
+        for model in (run.model, run.scored):  # the weights change: an old fit is stale
+            model.temperature.fill_(1.0)
+
+    def on_test_start(self, step: int) -> None:
+        run = self.run
+        fit = (
+            run.task.calibrate(run.scored, run.device) if isinstance(run.task, Calibrates) else None
+        )
+        if fit is None:
+            return
+        run.record.update(final_uncalibrated=run.task.evaluate(run.scored, "test", run.device))
+        for name in ("last.pt", "best.pt"):
+            path = run.run_dir / "checkpoints" / name
+            if not path.is_file():  # a resumed run whose val never improved has no best.pt
+                continue
+            saved = Checkpoint.load(path)
+            if saved.step == step:
+                saved.calibration = fit
+            else:
+                earlier = copy.deepcopy(run.scored)
+                load_model_state(earlier, {**saved.model, "temperature": torch.ones(())}, path)
+                saved.calibration = run.task.calibrate(earlier, run.device)
+            assert saved.calibration is not None
+            temperature = torch.tensor(saved.calibration["temperature"])
+            saved.model = {**saved.model, "temperature": temperature}
+            saved.save(path)
+        run.scored.temperature.fill_(fit["temperature"])
+        run.record.update(calibration=fit)
+        if run.writer is not None:
+            run.writer.add_scalar("calibration/temperature", fit["temperature"], step)
+
+
 class Callbacks:
     """The run's callbacks, in the order of ``cfg.callbacks``, and the TensorBoard writer
     they share (opened by :meth:`running`, closed when the run completes)."""
@@ -311,3 +362,7 @@ class Callbacks:
             callback.on_evaluate(step, split, metrics)
         if self.writer is not None:
             self.writer.flush()
+
+    def on_test_start(self, step: int) -> None:
+        for callback in self.items:
+            callback.on_test_start(step)

@@ -1,14 +1,20 @@
 """Checkpoints: plain tensors and plain Python data, written atomically, loaded safely.
 
-A checkpoint is a dict (see :func:`rnnexp.train.loop.make_checkpoint`) with ``format``,
-``step``, ``config`` (the resolved run config as plain dicts), ``model``, ``optimizer``
-and ``scheduler`` state dicts, the ``task`` state, RNG states and ``best`` (and ``ema`` with
-``train.ema_decay``: ``model`` then holds the averaged weights; ``calibration`` with
-``task.calibrate``: the softmax temperature, the weights staying as trained). No pickled
-objects: :func:`load` uses ``torch.load(weights_only=True)``, which refuses anything
+A checkpoint is a :class:`Checkpoint`: the ``step``, the resolved run ``config`` (plain
+dicts), the ``model`` weights (those evaluated: the moving average with
+``train.ema_decay``; the read-out's calibrated ``temperature`` is one of its buffers), the
+``update``'s own state (optimizer, schedule, trained weights under an average, ...), the
+``task`` state (e.g. vocabularies), the data ``stream``'s position, RNG states, the
+``best`` evaluation so far and the ``carry``-ed hidden state. On disk it is a dict with a
+``format`` (:data:`FORMAT`); :meth:`Checkpoint.load` also reads the format before it
+(:data:`V1`, see :func:`upgrade_v1`), so old runs still load.
+
+No pickled objects: loading uses ``torch.load(weights_only=True)``, which refuses anything
 but tensors and plain containers, checks the archive's CRCs first (:func:`verify`) and the
 saved config after (:func:`rnnexp.config.check_saved_config`: only rnnexp's own classes may
-be built from it), so opening a checkpoint cannot run code.
+be built from it), so opening a checkpoint cannot run code. :meth:`Checkpoint.restore`
+rebuilds the task and the model from it (``rnnexp evaluate``, ``sample``, ``predict``, the
+Python API).
 """
 
 from __future__ import annotations
@@ -17,25 +23,148 @@ import logging
 import pickle
 import zipfile
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from rnnexp.atomic import atomic_write
-from rnnexp.config import check_saved_config
+from rnnexp.config import apply_overrides, build, check_saved_config
 from rnnexp.errors import RnnexpError
+from rnnexp.nn.model import SequenceModel, build_model
+from rnnexp.tasks.base import Task
+from rnnexp.train.record import resolve_device
 
 log = logging.getLogger(__name__)
 
-FORMAT = "rnnexp-checkpoint-v1"
+FORMAT = "rnnexp-checkpoint-v2"
+V1 = "rnnexp-checkpoint-v1"  # rnnexp before the package layout of rnnexp.nn/.train/.data
 REQUIRED_KEYS = ("format", "step", "config", "model")
+# v1 configs name these modules, which now live in rnnexp.train
+MOVED_MODULES = {
+    f"rnnexp.{name}.": f"rnnexp.train.{name}."
+    for name in ("clip", "regularizers", "ridge", "callbacks")
+}
+V1_UPDATE_KEYS = ("ema", "optimizer", "scheduler")
 
 
-def save(payload: dict[str, Any], path: Path) -> Path:
-    """Write ``payload`` to ``path`` atomically (:func:`rnnexp.atomic.atomic_write`): a
-    crash or a signal leaves the old file or the new one, never a part of it."""
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+@dataclass
+class Checkpoint:
+    """Everything a run needs to resume exactly, or a trained model to be rebuilt.
+
+    ``update`` is :meth:`rnnexp.train.updates.Update.state_dict` less its ``model``;
+    ``calibration`` records the temperature fit (``{"temperature", "val_loss_before",
+    "val_loss"}``) whose ``T`` is the model's ``temperature`` buffer; ``path`` is where it
+    was read from (not saved)."""
+
+    step: int
+    config: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    update: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
+    carry: Any = None
+    calibration: dict[str, float] | None = None
+    rnnexp_version: str = ""
+    path: Path | None = field(default=None, repr=False, compare=False)
+
+    def save(self, path: Path) -> Path:
+        """Write it to ``path`` atomically (:func:`rnnexp.atomic.atomic_write`): a crash or
+        a signal leaves the old file or the new one, never a part of it."""
+        payload = {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        del payload["path"]
+        return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+    @classmethod
+    def load(cls, path_or_run_dir: str | Path, which: str = "last") -> Checkpoint:
+        """Load and check a checkpoint onto the CPU (a CUDA checkpoint loads on a CPU-only
+        box): a ``.pt`` file, or a run folder's ``checkpoints/<which>.pt``."""
+        path = resolve(path_or_run_dir, which)
+        payload = read(path)
+        if payload["format"] == V1:
+            payload = upgrade_v1(payload)
+        check_saved_config(payload["config"], path)  # before anything is built from it
+        known = {f.name for f in fields(cls)} - {"path"}
+        return cls(**{k: v for k, v in payload.items() if k in known}, path=path)
+
+    def restore(self, overrides: Sequence[str] = ()) -> Restored:
+        """Rebuild the task (from its saved state: no data file is read) and the model
+        (in eval mode, on ``train.device``) from the saved config, with ``key=value``
+        ``overrides`` (:func:`rnnexp.config.apply_overrides`)."""
+        cfg = apply_overrides(OmegaConf.create(self.config), list(overrides))
+        device = resolve_device(cfg.train.device)
+        task: Task = build(cfg.task, "task")
+        spec = task.setup(self.task)
+        model = build_model(cfg, spec)
+        load_model_state(model, self.model, self.path or "the checkpoint")
+        model.to(device).eval()
+        return Restored(self, cfg, task, model, device)
+
+
+@dataclass
+class Restored:
+    """A trained model rebuilt from its checkpoint (:meth:`Checkpoint.restore`)."""
+
+    checkpoint: Checkpoint
+    cfg: DictConfig
+    task: Task
+    model: SequenceModel
+    device: torch.device
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file."""
+        assert self.checkpoint.path is not None
+        return self.checkpoint.path
+
+
+def restore(
+    path_or_run_dir: str | Path, which: str = "best", overrides: Sequence[str] = ()
+) -> Restored:
+    """:meth:`Checkpoint.load` then :meth:`Checkpoint.restore`: a run folder's ``best.pt``
+    by default, as ``rnnexp evaluate``, ``sample`` and ``predict`` read it."""
+    return Checkpoint.load(path_or_run_dir, which).restore(overrides)
+
+
+def upgrade_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """A :data:`V1` checkpoint's dict as :data:`FORMAT` holds it. v1 differed in three ways:
+    its config names ``rnnexp.clip``/``regularizers``/``ridge``/``callbacks`` targets
+    (now under ``rnnexp.train``); the optimizer, schedule and averaging state were
+    top-level keys (now ``update``); and a calibrated run's temperature was only in
+    ``calibration`` (now also the model's ``temperature`` buffer, which v1 weights lack)."""
+    payload = dict(payload)
+    payload["config"] = _renamed(payload["config"])
+    payload["update"] = {key: payload.pop(key) for key in V1_UPDATE_KEYS if key in payload}
+    calibration = payload.get("calibration")
+    temperature = 1.0 if calibration is None else float(calibration["temperature"])
+    if isinstance(payload["model"], dict):
+        payload["model"] = {**payload["model"], "temperature": torch.tensor(temperature)}
+    trained = (payload["update"].get("ema") or {}).get("trained_model")
+    if isinstance(trained, dict):  # the trained weights under an average: never calibrated
+        payload["update"]["ema"] = {
+            **payload["update"]["ema"],
+            "trained_model": {**trained, "temperature": torch.tensor(1.0)},
+        }
+    return payload
+
+
+def _renamed(node: Any) -> Any:
+    """A saved config whose strings naming v1's modules (``_target_`` values) name the
+    modules' places today (:data:`MOVED_MODULES`)."""
+    if isinstance(node, dict):
+        return {key: _renamed(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renamed(value) for value in node]
+    if isinstance(node, str):
+        for old, new in MOVED_MODULES.items():
+            if node.startswith(old):
+                return new + node[len(old) :]
+    return node
 
 
 def resolve(path_or_run_dir: str | Path, which: str = "last") -> Path:
@@ -101,9 +230,10 @@ def verify(path: Path) -> None:
         )
 
 
-def load(path_or_run_dir: str | Path, which: str = "last") -> dict[str, Any]:
-    """Load and check a checkpoint onto the CPU (a CUDA checkpoint loads on a CPU-only box)."""
-    path = resolve(path_or_run_dir, which)
+def read(path: Path) -> dict[str, Any]:
+    """The dict stored in a checkpoint file, after :func:`verify`, with ``weights_only``
+    loading, its keys and format checked (:data:`FORMAT` or :data:`V1`). The saved config
+    is not checked here: :meth:`Checkpoint.load` does that."""
     verify(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -119,11 +249,11 @@ def load(path_or_run_dir: str | Path, which: str = "last") -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise RnnexpError(f"{path} is not an rnnexp checkpoint (no {', '.join(REQUIRED_KEYS)})")
-    if payload["format"] != FORMAT:
+    if payload["format"] not in (FORMAT, V1):
         raise RnnexpError(
-            f"{path} has checkpoint format {payload['format']!r}; this rnnexp reads {FORMAT!r}"
+            f"{path} has checkpoint format {payload['format']!r}; this rnnexp reads "
+            f"{FORMAT!r} and {V1!r}"
         )
-    check_saved_config(payload["config"], path)  # before anything is built from it
     return payload
 
 

@@ -56,7 +56,7 @@ class Interrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        # "signal N": the words rnnexp.train.loop.run tells a SIGTERM by
+        # "signal N": the words rnnexp.cli.train.run tells a SIGTERM by
         super().__init__(f"signal {signum} ({name})" if signum != signal.SIGINT else "Ctrl-C")
         self.signum = signum
 
@@ -169,7 +169,7 @@ def _register(kind: str, text: str) -> Path | None:
 
 
 def note_job(hydra_cfg: DictConfig) -> None:
-    """At the start of each job (``rnnexp.train.loop.run``): tell the command which sweep the
+    """At the start of each job (``rnnexp.cli.train.run``): tell the command which sweep the
     job belongs to, so that it can count the sweep's jobs at the end."""
     if hydra_cfg.mode == RunMode.MULTIRUN:
         _register(SWEEPS, str(Path(hydra_cfg.sweep.dir).resolve()))

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn import functional as F
 
-from rnnexp.cli.evaluate import Restored, restore
+from rnnexp.train.checkpoint import Restored, restore
 
 SPEAKER_LINE = re.compile(r"(?<=\n\n)[A-Z][A-Za-z' ]*:\n")
 
@@ -83,9 +83,9 @@ def main() -> None:
                   title="held-out loss (nats/char) by kind of line")  # fmt: skip
     for run in args.runs:
         overrides = [f"task.data.path={args.data}"] if args.data else []
-        if args.uncalibrated:  # "+": runs from before task.calibrate existed lack the key
-            overrides.append("+task.calibrate=false")
         restored = restore(run, args.checkpoint, overrides)
+        if args.uncalibrated:  # the read-out's temperature back to 1: the trained weights
+            restored.model.temperature.fill_(1.0)
         for split in ("val", "test"):
             m = split_losses(restored, split)
             table.add_row(

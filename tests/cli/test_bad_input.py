@@ -16,9 +16,8 @@ import pytest
 from conftest import TINY, TINY_TASK, TINY_TRAIN, compose_config, run_cli, run_dirs
 from omegaconf import OmegaConf
 
-from rnnexp.cli.evaluate import apply_overrides
 from rnnexp.cli.main import main
-from rnnexp.config import build, check_arguments, choices
+from rnnexp.config import apply_overrides, build, check_arguments, choices
 from rnnexp.errors import RnnexpError
 from rnnexp.nn import encoders, model
 from rnnexp.schema import ModelConfig, TrainConfig, check_config, check_value

@@ -12,7 +12,6 @@ import torch
 from conftest import TINY, compose_config, run_cli, tiny
 
 from rnnexp.cells import create
-from rnnexp.cli.evaluate import restore
 from rnnexp.cli.main import main
 from rnnexp.cli.sample import sample_run
 from rnnexp.data.vocab import UNK, Vocab
@@ -27,6 +26,7 @@ from rnnexp.nn.generation import (
     stepper_for,
 )
 from rnnexp.nn.model import OneHot, SequenceModel
+from rnnexp.train.checkpoint import restore
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 

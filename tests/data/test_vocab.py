@@ -11,14 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import compose_config, tiny
 
-from rnnexp.cli.evaluate import evaluate_checkpoint, restore
+from rnnexp.cli.evaluate import evaluate_checkpoint
 from rnnexp.cli.predict import predict
 from rnnexp.cli.sample import sample_run
 from rnnexp.data.vocab import EOS, PAD, PAD_ID, UNK, UNK_CHAR, UNK_ID, Vocab, split_tokens
 from rnnexp.errors import RnnexpError
-from rnnexp.train import checkpoint
+from rnnexp.train.checkpoint import Checkpoint, restore
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 
@@ -101,7 +102,7 @@ def to_old_format(run_dir: Path) -> None:
     "unk"}}`` (and its stream's ``{"generator", "epoch", "index", "offset"}``), the text
     tasks ``{"words": [...], "labels": [...], "chars": [...]}``."""
     for path in sorted((run_dir / "checkpoints").glob("*.pt")):
-        payload = checkpoint.load(path)
+        payload = torch.load(path, weights_only=True)
         state = payload["task"]
         if "vocab" in state:
             vocab = state["vocab"]
@@ -113,7 +114,7 @@ def to_old_format(run_dir: Path) -> None:
             old = {key: list(vocab["tokens"]) for key, vocab in state.items()}
             assert old["words"][:2] == ["<pad>", "<unk>"]
         payload["task"] = old
-        checkpoint.save(payload, path)
+        torch.save(payload, path)
 
 
 def tiny_run(run_dir: Path, task: str, *overrides: str) -> dict:
@@ -134,8 +135,8 @@ def test_a_charlm_run_from_before_evaluates_samples_and_resumes(tmp_path: Path) 
     tiny_run(tmp_path / "first", "charlm", *common, "train.max_steps=3")
     old = copy_run(tmp_path / "first", tmp_path / "old")
     to_old_format(old)
-    assert "pad" not in checkpoint.load(old)["task"]["vocab"]
-    assert "index" in checkpoint.load(old)["stream"]
+    assert "pad" not in Checkpoint.load(old).task["vocab"]
+    assert "index" in Checkpoint.load(old).stream
     assert restore(old, "last").task.vocab == restore(tmp_path / "first", "last").task.vocab
     new_result, _ = evaluate_checkpoint(tmp_path / "first", "last")
     old_result, _ = evaluate_checkpoint(old, "last")
@@ -163,7 +164,7 @@ def test_a_text_run_from_before_evaluates_and_predicts(
     tiny_run(tmp_path / "new", task)  # ner: character inputs (chars saved) and a CRF
     old = copy_run(tmp_path / "new", tmp_path / "old")
     to_old_format(old)
-    saved = checkpoint.load(old)["task"]
+    saved = Checkpoint.load(old).task
     assert isinstance(saved["words"], list) and isinstance(saved["labels"], list)
     assert ("chars" in saved) == (task == "ner")
     new_result, _ = evaluate_checkpoint(tmp_path / "new", "last")

@@ -76,6 +76,7 @@ def test_weight_drop_masks_each_recurrent_weight_once_per_batch() -> None:
         assert (getattr(model.rnn, f"weight_ih_l{layer}").grad != 0).all()
     # The parameters keep torch's names: checkpoints and samplers are unchanged.
     expected = {f"rnn.{name}" for name in model.rnn.state_dict()} | {"head.weight", "head.bias"}
+    expected |= {"temperature"}  # the read-out's buffer (1 unless calibrated)
     assert set(model.state_dict()) == expected
 
 

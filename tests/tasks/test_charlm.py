@@ -15,7 +15,6 @@ import torch
 from conftest import compose_config, tiny
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rnnexp.cli.evaluate import evaluate_checkpoint, restore
 from rnnexp.config import build
 from rnnexp.data import download
 from rnnexp.data.streams import Stream
@@ -24,9 +23,11 @@ from rnnexp.errors import RnnexpError
 from rnnexp.nn.generation import generate, prompt_ids
 from rnnexp.nn.model import build_model
 from rnnexp.tasks import charlm
+from rnnexp.tasks.base import Calibrates
 from rnnexp.tasks.charlm import CharLMTask, TextStream, encode
-from rnnexp.train import checkpoint
-from rnnexp.train.loop import calibrate_checkpoints, train
+from rnnexp.train.callbacks import Calibration, Run
+from rnnexp.train.checkpoint import Checkpoint, restore
+from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 
 # accents, an em dash, CJK, a non-BMP emoji: all must survive as single characters
@@ -174,7 +175,7 @@ def test_calibration_finds_the_val_minimising_temperature(tmp_path: Path, corpus
 
     def val_loss(temperature: float) -> float:
         scaled = copy.deepcopy(model)
-        scaled.divide_logits(temperature)
+        scaled.temperature.fill_(temperature)
         return task.evaluate(scaled, "val", cpu)["loss"]
 
     temperature = as_trained["temperature"]
@@ -198,24 +199,26 @@ def test_calibrated_runs_score_and_restore_with_the_temperature_and_resume_exact
     assert (
         calibration["temperature"] > 0 and calibration["val_loss"] <= calibration["val_loss_before"]
     )
-    # restore folds the temperature into the head; task.calibrate=false leaves it out
+    # the checkpoint's model divides its logits by T: restore needs no calibration code
     calibrated = restore(tmp_path / "whole", "last")
-    plain = restore(tmp_path / "whole", "last", ["task.calibrate=false"])
+    assert calibrated.model.temperature.item() == pytest.approx(calibration["temperature"])
+    assert calibrated.checkpoint.calibration == calibration
     cpu = torch.device("cpu")
     assert calibrated.task.evaluate(calibrated.model, "test", cpu)["loss"] == pytest.approx(
         metrics["final"]["loss"]
     )
-    assert plain.task.evaluate(plain.model, "test", cpu)["loss"] == pytest.approx(
+    plain = copy.deepcopy(calibrated.model)
+    plain.temperature.fill_(1.0)  # the weights as trained
+    assert calibrated.task.evaluate(plain, "test", cpu)["loss"] == pytest.approx(
         metrics["final_uncalibrated"]["loss"]
     )
-    assert torch.allclose(calibrated.model.head.weight * calibration["temperature"],
-                          plain.model.head.weight)  # fmt: skip
-    assert restore(tmp_path / "whole", "best").payload["calibration"] == calibration
+    assert restore(tmp_path / "whole", "best").checkpoint.calibration == calibration
     # the files keep the trained weights: resuming a calibrated run is still exact
     run(tmp_path / "first", *common, "train.max_steps=10")
     run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
     whole, first, rest = (losses(tmp_path / d) for d in ("whole", "first", "rest"))
     assert {**first, **rest} == whole
+    assert isinstance(calibrated.task, Calibrates)  # the protocol the callback checks
 
 
 def test_an_earlier_best_checkpoint_gets_its_own_temperature(tmp_path: Path) -> None:
@@ -226,31 +229,21 @@ def test_an_earlier_best_checkpoint_gets_its_own_temperature(tmp_path: Path) -> 
     folder.mkdir(parents=True)
     for source, name in (("ten", "best.pt"), ("twenty", "last.pt")):
         shutil.copy(tmp_path / source / "checkpoints" / "last.pt", folder / name)
-    # the trained weights (no temperature folded in), and tasks that fit one
-    later = restore(tmp_path / "twenty", "last", ["task.calibrate=false"])
-    earlier = restore(tmp_path / "ten", "last", ["task.calibrate=false"])
-    later.task.calibrate_temperature = earlier.task.calibrate_temperature = True
+    later, earlier = (restore(tmp_path / d, "last") for d in ("twenty", "ten"))
+    for restored in (later, earlier):
+        restored.model.temperature.fill_(1.0)  # the trained weights
     cpu = torch.device("cpu")
     fitted = later.task.calibrate(later.model, cpu)
-    calibrate_checkpoints(folder.parent, later.task, later.model, cpu, 20, fitted)
-    assert checkpoint.load(folder / "last.pt")["calibration"] == fitted
-    own = checkpoint.load(folder / "best.pt")["calibration"]
-    assert own == pytest.approx(earlier.task.calibrate(earlier.model, cpu))
-    assert own["temperature"] != pytest.approx(fitted["temperature"])
-
-
-def test_evaluate_calibrates_an_uncalibrated_run_when_asked(tmp_path: Path) -> None:
-    run(tmp_path, "model.hidden_size=16")
-    plain, _ = evaluate_checkpoint(tmp_path, "last", "test")
-    assert "calibration" not in plain
-    result, _ = evaluate_checkpoint(tmp_path, "last", "test", ["task.calibrate=true"])
-    restored = restore(tmp_path, "last", ["task.calibrate=true"])
-    fitted = restored.task.calibrate(restored.model, restored.device)
-    assert result["calibration"] == pytest.approx(fitted)
-    restored.model.divide_logits(fitted["temperature"])
-    expected = restored.task.evaluate(restored.model, "test", restored.device)
-    assert result["metrics"]["loss"] == pytest.approx(expected["loss"])
-    assert result["metrics"]["loss"] != pytest.approx(plain["metrics"]["loss"])
+    callback = Calibration()  # as the loop calls it after step 20, in the mixed folder
+    callback.run = Run(later.cfg, folder.parent, later.task, later.model, later.model, cpu,
+                       RunRecord(folder.parent, task="charlm", cell="lstm"), 0, 20)  # fmt: skip
+    callback.on_test_start(20)
+    assert later.model.temperature.item() == pytest.approx(fitted["temperature"])
+    last, best = (Checkpoint.load(folder / name) for name in ("last.pt", "best.pt"))
+    assert last.calibration == pytest.approx(fitted)
+    assert best.calibration == pytest.approx(earlier.task.calibrate(earlier.model, cpu))
+    assert best.calibration["temperature"] != pytest.approx(fitted["temperature"])
+    assert best.model["temperature"].item() == pytest.approx(best.calibration["temperature"])
 
 
 def test_speaker_lines_script_splits_the_loss_by_kind_of_line(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rnnexp.cli.evaluate import evaluate_checkpoint
 from rnnexp.errors import RnnexpError
-from rnnexp.train import checkpoint
 from rnnexp.train.callbacks import Callback, Run
+from rnnexp.train.checkpoint import Checkpoint
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 from rnnexp.train.updates import StepResult
@@ -35,6 +35,9 @@ class Recorder(Callback):
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
         SEEN.append((split, step))
+
+    def on_test_start(self, step: int) -> None:
+        SEEN.append(("test_start", step))
 
     def on_train_end(self) -> None:
         SEEN.append(("end", 0))
@@ -69,13 +72,13 @@ def test_a_new_callback_needs_only_a_config_entry(tmp_path: Path) -> None:
     run(tmp_path, "train.max_steps=4", "train.eval_every=2",
         "+callbacks.recorder._target_=test_callbacks.Recorder")  # fmt: skip
     assert SEEN == [("start", 0), ("step", 1), ("step", 2), ("val", 2), ("step", 3),
-                    ("step", 4), ("val", 4), ("test", 4), ("end", 0)]  # fmt: skip
+                    ("step", 4), ("val", 4), ("test_start", 4), ("test", 4), ("end", 0)]  # fmt: skip
 
 
 def test_a_run_with_callbacks_evaluates_and_resumes_with_other_callbacks(tmp_path: Path) -> None:
     run(tmp_path / "first", "sched=constant", "train.max_steps=10")
-    saved = checkpoint.load(tmp_path / "first" / "checkpoints" / "last.pt")
-    assert saved["config"]["callbacks"]["histograms"]["enabled"] is True
+    saved = Checkpoint.load(tmp_path / "first" / "checkpoints" / "last.pt")
+    assert saved.config["callbacks"]["histograms"]["enabled"] is True
     scores, _ = evaluate_checkpoint(tmp_path / "first", "last", "test")
     assert "nrmse" in scores["metrics"]
     resumed = run(tmp_path / "rest", "sched=constant", "train.max_steps=20",
@@ -83,8 +86,8 @@ def test_a_run_with_callbacks_evaluates_and_resumes_with_other_callbacks(tmp_pat
                   f"train.resume={tmp_path / 'first'}")  # fmt: skip
     assert resumed["steps"] == 20
     # a checkpoint from before the callbacks group (no callbacks node) resumes too
-    del saved["config"]["callbacks"]
-    checkpoint.save(saved, tmp_path / "old.pt")
+    del saved.config["callbacks"]
+    saved.save(tmp_path / "old.pt")
     old = run(tmp_path / "old", "sched=constant", "train.max_steps=20",
               f"train.resume={tmp_path / 'old.pt'}")  # fmt: skip
     assert old["steps"] == 20
@@ -93,11 +96,11 @@ def test_a_run_with_callbacks_evaluates_and_resumes_with_other_callbacks(tmp_pat
 def test_a_saved_callback_target_must_be_one_of_rnnexps(tmp_path: Path) -> None:
     run(tmp_path / "run", "train.max_steps=2", "train.eval_every=2")
     path = tmp_path / "run" / "checkpoints" / "last.pt"
-    saved = checkpoint.load(path)
-    saved["config"]["callbacks"]["progress"]["_target_"] = "os.system"
-    checkpoint.save(saved, tmp_path / "evil.pt")
+    saved = Checkpoint.load(path)
+    saved.config["callbacks"]["progress"]["_target_"] = "os.system"
+    saved.save(tmp_path / "evil.pt")
     with pytest.raises(RnnexpError, match="callbacks.progress._target_"):
-        checkpoint.load(tmp_path / "evil.pt")
+        Checkpoint.load(tmp_path / "evil.pt")
     assert torch.load(path, weights_only=True)["step"] == 2
 
 

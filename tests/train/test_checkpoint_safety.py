@@ -26,11 +26,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rnnexp.atomic import atomic_write, deferred_signals, temporary_path, write_json
-from rnnexp.cli.evaluate import apply_overrides
 from rnnexp.cli.main import main
-from rnnexp.config import buildable, check_saved_config
+from rnnexp.config import apply_overrides, buildable, check_saved_config
 from rnnexp.errors import RnnexpError
 from rnnexp.train import checkpoint
+from rnnexp.train.checkpoint import Checkpoint
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 
@@ -186,7 +186,7 @@ def test_a_saved_config_of_every_shipped_choice_passes() -> None:
      "+model._recursive_=false", "task.name=${oc.env:HOME}"],
 )  # fmt: skip
 def test_overrides_cannot_add_what_is_built(run_dir: Path, override: str) -> None:
-    saved = checkpoint.load(run_dir, "best")["config"]
+    saved = Checkpoint.load(run_dir, "best").config
     with pytest.raises(RnnexpError, match="override"):
         apply_overrides(OmegaConf.create(saved), [override])
 
@@ -250,7 +250,7 @@ def test_truncated_plain_zip_and_folder_are_one_line(run_dir: Path, tmp_path: Pa
     }
     for name, expected in cases.items():
         with pytest.raises(RnnexpError, match=expected):
-            checkpoint.load(tmp_path / name)
+            Checkpoint.load(tmp_path / name)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -259,7 +259,7 @@ def test_an_unreadable_checkpoint_is_one_line(run_dir: Path, tmp_path: Path) -> 
     path.write_bytes((run_dir / "checkpoints" / "best.pt").read_bytes())
     path.chmod(0)
     with pytest.raises(RnnexpError, match="Permission denied"):
-        checkpoint.load(path)
+        Checkpoint.load(path)
 
 
 def test_a_run_without_best_falls_back_to_last(run_dir: Path, tmp_path: Path, caplog) -> None:
@@ -285,9 +285,9 @@ def test_a_stale_temporary_file_is_removed_at_the_next_write(tmp_path: Path) -> 
     stale, live = temporary_path(target, dead), temporary_path(target, os.getppid())
     stale.write_bytes(b"partial")
     live.write_bytes(b"a writer still at work")
-    checkpoint.save({"step": 1}, target)
+    Checkpoint(step=1, config={}, model={}).save(target)
     assert not stale.exists() and live.exists()
-    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert torch.load(target, weights_only=True)["step"] == 1
 
 
 def test_a_signal_during_a_write_is_delivered_after_it(tmp_path: Path) -> None:
@@ -353,7 +353,9 @@ def test_torch_save_on_a_full_disk_is_one_line(tmp_path: Path) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))
     try:
         with pytest.raises(RnnexpError, match="File too large"):
-            checkpoint.save({"model": torch.zeros(100_000)}, tmp_path / "last.pt")
+            Checkpoint(step=1, config={}, model={"w": torch.zeros(100_000)}).save(
+                tmp_path / "last.pt"
+            )
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         signal.signal(signal.SIGXFSZ, xfsz)

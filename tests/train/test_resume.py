@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, compose_config
 
 from rnnexp.errors import RnnexpError
-from rnnexp.train import checkpoint
+from rnnexp.train.checkpoint import Checkpoint
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 from rnnexp.train.resume import changed_keys, flatten, resume_command
@@ -86,8 +86,8 @@ def test_resume_with_allowed_changes_records_its_source_and_keeps_best(
     assert metrics["resumed_from"] == {"checkpoint": str(first / "checkpoints" / "last.pt"),
                                        "step": 10}  # fmt: skip
     # best.pt of the new folder: the source's best, or a later improvement
-    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
-    assert best["step"] == metrics["best"]["step"]
+    best = Checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    assert best.step == metrics["best"]["step"]
     assert not stale.exists()  # the source's folder is cleaned when it is resumed
 
 
@@ -99,17 +99,17 @@ def test_init_from_starts_a_new_run_from_the_weights_with_new_settings(
         tmp_path, "sched=constant", "optim=sgd", "optim.lr=0.0", "train.max_steps=5",
         "train.eval_every=5", f"train.init_from={first}",
     )  # fmt: skip
-    source = checkpoint.load(first / "checkpoints" / "best.pt")
-    trained = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    assert trained["step"] == 5  # a new run: its own step count
-    for name, tensor in source["model"].items():
-        assert torch.equal(tensor, trained["model"][name]), name
+    source = Checkpoint.load(first / "checkpoints" / "best.pt")
+    trained = Checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert trained.step == 5  # a new run: its own step count
+    for name, tensor in source.model.items():
+        assert torch.equal(tensor, trained.model[name]), name
     record = metrics["init_from"]
     assert record["checkpoint"] == str(first / "checkpoints" / "best.pt")
-    assert record["step"] == source["step"]
+    assert record["step"] == source.step
     assert record["changed"]["optim.lr"] == [0.003, 0.0]
     assert "train.init_from" not in record["changed"]
-    assert trained["config"]["optim"]["lr"] == 0.0  # what is recorded is what ran
+    assert trained.config["optim"]["lr"] == 0.0  # what is recorded is what ran
 
 
 def test_init_from_a_model_that_does_not_fit_is_one_line(first: Path, tmp_path: Path) -> None:

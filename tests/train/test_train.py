@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.timer import TimerTask
 from rnnexp.train import checkpoint
+from rnnexp.train.checkpoint import Checkpoint
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 from rnnexp.train.updates import ema_of
@@ -126,8 +127,8 @@ def test_sigterm_marks_the_run_interrupted(tmp_path: Path) -> None:
     assert metrics["status"] == "interrupted", err[-2000:]
     assert "Traceback" not in err
     # metrics.json describes last.pt, and the run says how to continue from it
-    saved = checkpoint.load(run_dirs(tmp_path)[0] / "checkpoints" / "last.pt")
-    assert metrics["steps"] == saved["step"] and f"holds step {saved['step']}" in err
+    saved = Checkpoint.load(run_dirs(tmp_path)[0] / "checkpoints" / "last.pt")
+    assert metrics["steps"] == saved.step and f"holds step {saved.step}" in err
     assert metrics["resume_command"].endswith(f"train.resume={run_dirs(tmp_path)[0]}")
     assert metrics["resume_command"] in " ".join(err.split())
 
@@ -163,11 +164,12 @@ def test_ema_is_evaluated_checkpointed_and_resumed_exactly(tmp_path: Path) -> No
     run(tmp_path / "first", *common, "train.max_steps=10")
     run(tmp_path / "rest", *common, "train.max_steps=20", f"train.resume={tmp_path / 'first'}")
     assert {**losses(tmp_path / "first"), **losses(tmp_path / "rest")} == losses(tmp_path / "whole")
-    saved = [checkpoint.load(tmp_path / d) for d in ("whole", "rest")]
-    for name, weight in saved[0]["model"].items():  # the averaged weights, bit for bit
-        assert torch.equal(weight, saved[1]["model"][name])
-        assert not torch.equal(weight, saved[0]["ema"]["trained_model"][name])
-    assert saved[0]["ema"]["n_averaged"] == 20
+    saved = [Checkpoint.load(tmp_path / d) for d in ("whole", "rest")]
+    for name, weight in saved[0].model.items():  # the averaged weights, bit for bit
+        assert torch.equal(weight, saved[1].model[name])
+        if name != "temperature":  # a buffer (1), not averaged
+            assert not torch.equal(weight, saved[0].update["ema"]["trained_model"][name])
+    assert saved[0].update["ema"]["n_averaged"] == 20
     # metrics.json: the average's test score, and the trained weights' beside it
     assert whole["final"]["nrmse"] != whole["final_raw"]["nrmse"]
     tags = EventAccumulator(str(tmp_path / "whole")).Reload().Tags()["scalars"]
@@ -203,9 +205,9 @@ def test_sigterm_inside_a_checkpoint_write_waits_for_the_write_and_the_record(
             train(cfg, tmp_path, record)
     finally:
         signals.restore()
-    last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")  # whole: it loads
-    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
-    assert last["step"] == best["step"] == record.data["steps"] == 10
+    last = Checkpoint.load(tmp_path / "checkpoints" / "last.pt")  # whole: it loads
+    best = Checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    assert last.step == best.step == record.data["steps"] == 10
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
 
 

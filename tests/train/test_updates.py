@@ -11,7 +11,7 @@ from conftest import compose_config, tiny
 
 from rnnexp.config import build
 from rnnexp.nn.model import build_model
-from rnnexp.train import checkpoint
+from rnnexp.train.checkpoint import Checkpoint
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord
 from rnnexp.train.updates import GradientUpdate, RidgeUpdate, StepResult, Update, build_update
@@ -36,8 +36,8 @@ def test_lbfgs_trains_the_timer_through_a_closure(tmp_path: Path) -> None:
     metrics = run(tmp_path, "optim=lbfgs", "train.max_steps=20")
     assert metrics["status"] == "completed" and metrics["steps"] == 20
     assert metrics["final"]["nrmse"] < 0.8 * before  # about 0.53 from 0.98
-    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    assert saved["optimizer"]["state"][0]["func_evals"] > 20  # re-evaluated within steps
+    saved = Checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert saved.update["optimizer"]["state"][0]["func_evals"] > 20  # re-evaluated within steps
 
 
 def test_lbfgs_resumes_exactly(tmp_path: Path) -> None:
@@ -67,8 +67,8 @@ def test_the_optim_config_picks_the_update() -> None:
 def test_ridge_checkpoint_has_no_optimizer_state(tmp_path: Path) -> None:
     metrics = run(tmp_path, "cell=esn", "optim=ridge")
     assert metrics["steps"] == 1
-    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    assert saved["optimizer"] is None and saved["scheduler"] is None and saved["ema"] is None
+    saved = Checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert saved.update == {"ema": None, "optimizer": None, "scheduler": None}
 
 
 class PlainSGD:
