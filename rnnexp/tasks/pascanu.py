@@ -19,6 +19,11 @@ common protocol, implemented once here:
   when an argmax differs from its target class (classification); a run is solved when
   fewer than 1% of the test sequences are wrong (:func:`regression_score`,
   :func:`classification_score`).
+
+Adding and multiplication also come in Hochreiter & Schmidhuber's own form
+(``task.form=hs97``, :class:`MarkedPairTask`): lengths from ``[T, T + T/10]``
+(:func:`draw_hs97_length`), -1 markers on the first and last pair, and HS97's criterion,
+a sequence correct when ``|error| < 0.04`` (``task.criterion=hs97``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch, SyntheticTask
 
 SQUARED_ERROR_TOLERANCE = 0.04  # Pascanu 2013: a real-valued output is wrong above this
+ABS_ERROR_TOLERANCE = 0.04  # HS97 exp. 4: a sequence is correct when |error| is below this
 SOLVED_ERROR_RATE = 0.01  # a run succeeds when fewer than 1% of test sequences are wrong
+FORMS = ("pascanu", "hs97")  # task.form of adding / multiplication
+CRITERIA = ("pascanu", "hs97")  # task.criterion: squared error > 0.04, or |error| >= 0.04
+HS97_FIRST_WINDOW = 10  # HS97: X1 is one of the first ten pairs
+HS97_MIN_LENGTH = HS97_FIRST_WINDOW + 1  # so that X1 never falls on the last pair
 
 
 def draw_length(length: int, generator: torch.Generator, shortest: int | None = None) -> int:
@@ -40,6 +50,14 @@ def draw_length(length: int, generator: torch.Generator, shortest: int | None = 
     high = max(length + 1, -(-11 * length // 10))  # ceil(1.1 length) in exact integers
     low = length if shortest is None else shortest
     return int(torch.randint(low, high, (1,), generator=generator).item())
+
+
+def draw_hs97_length(length: int, generator: torch.Generator, shortest: int | None = None) -> int:
+    """One sequence length as in HS97 (exp. 3a, 4, 5): uniform over the integers in
+    ``[T, T + T/10]``, both ends included, ``T/10`` rounded down (``T = length``); from
+    ``[shortest, T + T/10]`` when ``shortest`` is given."""
+    low = length if shortest is None else shortest
+    return int(torch.randint(low, length + length // 10 + 1, (1,), generator=generator).item())
 
 
 def window(steps: int, start: float, stop: float) -> tuple[int, int]:
@@ -61,6 +79,19 @@ def window_positions(
     return torch.randint(lo, hi, (batch_size,), generator=generator)
 
 
+def hs97_positions(
+    batch_size: int, length: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """HS97's marked pairs (exp. 4, 5), ``(batch_size,)`` steps each: X1 uniform over the
+    first ten pairs; X2 uniform over the first ``T/2 - 1`` pairs still unmarked
+    (``T = length``, ``T/2`` rounded down), i.e. the ``j``-th pair other than X1 for ``j``
+    uniform in ``[0, T/2 - 1)``. X2 may be the first pair; X1 never the last
+    (``length >= HS97_MIN_LENGTH``)."""
+    first = torch.randint(0, HS97_FIRST_WINDOW, (batch_size,), generator=generator)
+    j = torch.randint(0, length // 2 - 1, (batch_size,), generator=generator)
+    return first, j + (j >= first).long()  # skip X1's pair
+
+
 def solved_metrics(wrong: Tensor, loss: float, solved_error_rate: float) -> dict[str, float]:
     """``loss``, ``error_rate``, ``accuracy``, ``solved`` from per-sequence ``wrong`` flags."""
     error_rate = wrong.float().mean().item()
@@ -77,14 +108,35 @@ def regression_score(
     targets: list[Tensor],
     tolerance: float = SQUARED_ERROR_TOLERANCE,
     solved_error_rate: float = SOLVED_ERROR_RATE,
+    criterion: str = "pascanu",
+    abs_tolerance: float = ABS_ERROR_TOLERANCE,
 ) -> dict[str, float]:
     """Last-step regression: outputs and targets ``(B, O)`` per chunk.
 
-    A sequence is wrong when its squared error (summed over outputs) exceeds ``tolerance``.
+    Two rules for a wrong sequence, with ``e = prediction - target``:
+
+    - ``pascanu`` (Pascanu 2013): wrong when ``sum_o e_o^2 > tolerance`` (0.04, i.e.
+      ``|e| > 0.2`` for one output);
+    - ``hs97`` (HS97 exp. 4): correct only when ``|e_o| < abs_tolerance`` (0.04) for every
+      output, i.e. wrong when ``max_o |e_o| >= abs_tolerance``.
+
+    ``error_rate``, ``accuracy`` and ``solved`` follow ``criterion``; ``error_rate_pascanu``
+    and ``error_rate_hs97`` give both rules' rates, whichever is chosen. ``loss`` is the
+    mean squared error per sequence.
     """
+    if criterion not in CRITERIA:
+        raise RnnexpError(f"task.criterion={criterion!r}: choose one of {', '.join(CRITERIA)}")
     prediction, target = torch.cat(outputs), torch.cat(targets)
-    squared_error = (prediction - target).pow(2).sum(-1)  # (N,)
-    return solved_metrics(squared_error > tolerance, squared_error.mean().item(), solved_error_rate)
+    error = prediction - target  # (N, O)
+    squared_error = error.pow(2).sum(-1)  # (N,)
+    wrong = {
+        "pascanu": squared_error > tolerance,
+        "hs97": error.abs().amax(-1) >= abs_tolerance,
+    }
+    metrics = solved_metrics(wrong[criterion], squared_error.mean().item(), solved_error_rate)
+    for name, flags in wrong.items():
+        metrics[f"error_rate_{name}"] = flags.float().mean().item()
+    return metrics
 
 
 def classification_score(
@@ -156,11 +208,15 @@ class PascanuTask(SyntheticTask):
         self.solved_error_rate = solved_error_rate
         self.train_min_length = train_min_length
 
+    def draw_steps(self, generator: torch.Generator, shortest: int | None = None) -> int:
+        """One batch's length: :func:`draw_length` (``[T, 1.1 T)``, or from ``shortest``)."""
+        return draw_length(self.length, generator, shortest)
+
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        return self.sample_length(batch_size, draw_length(self.length, generator), generator)
+        return self.sample_length(batch_size, self.draw_steps(generator), generator)
 
     def sample_train(self, batch_size: int, generator: torch.Generator) -> Batch:
-        steps = draw_length(self.length, generator, self.train_min_length)
+        steps = self.draw_steps(generator, self.train_min_length)
         return self.sample_length(batch_size, steps, generator)
 
     def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
@@ -169,20 +225,38 @@ class PascanuTask(SyntheticTask):
 
 
 class MarkedPairTask(PascanuTask):
-    """Adding / multiplication: two channels, value U[0, 1] and marker {0, 1}.
+    """Adding / multiplication: two channels per step, a value and a marker; the target, read
+    at the last step, combines the two marked values ``X1`` and ``X2``. Inputs
+    ``(B, l, 2)`` (channel 0 value, channel 1 marker), targets ``(B, 1)``; MSE loss.
 
-    One marker falls in ``[0, 0.1 l)``, the other in ``[0.1 l, 0.5 l)``; the target, read
-    at the last step, is :meth:`combine` of the two marked values. Inputs ``(B, l, 2)``
-    (channel 0 value, channel 1 marker), targets ``(B, 1)``; MSE loss.
+    ``form="pascanu"`` (default; Pascanu 2013 and its code): values ``U[0, 1]``, markers
+    in ``{0, 1}``; one marker in ``[0, 0.1 l)``, the other in ``[0.1 l, 0.5 l)``; target
+    :meth:`combine` ``(X1, X2)``; ``l`` from ``[T, 1.1 T)``.
+
+    ``form="hs97"`` (Hochreiter & Schmidhuber 1997, exp. 4 and 5): ``l`` uniform over the
+    integers in ``[T, T + T/10]``; values ``U[hs97_low, 1]``; X1 is one of the first ten
+    pairs, X2 one of the first ``T/2 - 1`` pairs still unmarked (the ``j``-th pair other than X1,
+    ``j`` uniform in ``[0, T/2 - 1)``, ``T/2`` rounded down); their markers are 1, the
+    first and the last pair's -1 (the first's 1 when marked), all others 0. When X1 is
+    the first pair its value is set to :attr:`hs97_neutral` (HS97: 0 for adding, 1.0 for
+    multiplication), in the input and in the target :meth:`combine_hs97` ``(X1, X2)``.
 
     Args:
-        tolerance: largest squared error at the last step that counts as correct.
+        length: ``T``.
+        form: ``pascanu`` or ``hs97`` (above).
+        criterion: the rule behind ``error_rate`` and ``solved`` (:func:`regression_score`):
+            ``pascanu`` (squared error > ``tolerance`` is wrong), ``hs97`` (``|error| >=
+            abs_tolerance`` is wrong); ``None``: the form's own rule.
+        tolerance: Pascanu's largest squared error that counts as correct (0.04).
+        abs_tolerance: HS97's bound: correct when ``|error| < abs_tolerance`` (0.04).
         train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
     """
 
     input_size = 2
     output_size = 1
     head = "last_step"
+    hs97_low: float  # form=hs97: values are U[hs97_low, 1]
+    hs97_neutral: float  # form=hs97: X1's value when X1 is the first pair
 
     def __init__(
         self,
@@ -194,18 +268,47 @@ class MarkedPairTask(PascanuTask):
         num_test: int = 1000,
         eval_batch_size: int = 250,
         train_min_length: int | None = None,
+        form: str = "pascanu",
+        criterion: str | None = None,
+        abs_tolerance: float = ABS_ERROR_TOLERANCE,
         name: str = "",  # the yaml's `name` key; the class attribute is the task's name
     ) -> None:
         super().__init__(
             length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
         )
-        self.tolerance = tolerance
+        if form not in FORMS:
+            raise RnnexpError(f"task.form={form!r}: choose one of {', '.join(FORMS)}")
+        criterion = form if criterion is None else criterion
+        if criterion not in CRITERIA:
+            raise RnnexpError(
+                f"task.criterion={criterion!r}: choose one of {', '.join(CRITERIA)}, or null"
+            )
+        if form == "hs97" and min(length, train_min_length or length) < HS97_MIN_LENGTH:
+            raise RnnexpError(
+                f"task.form=hs97 needs task.length (and task.train_min_length) >= "
+                f"{HS97_MIN_LENGTH}: X1 is one of the first {HS97_FIRST_WINDOW} pairs"
+            )
+        self.form, self.criterion = form, criterion
+        self.tolerance, self.abs_tolerance = tolerance, abs_tolerance
 
     @staticmethod
     def combine(x1: Tensor, x2: Tensor) -> Tensor:
+        """Pascanu's target from the two marked values."""
         raise NotImplementedError
 
+    @classmethod
+    def combine_hs97(cls, x1: Tensor, x2: Tensor) -> Tensor:
+        """HS97's target from the two marked values (default: :meth:`combine`)."""
+        return cls.combine(x1, x2)
+
+    def draw_steps(self, generator: torch.Generator, shortest: int | None = None) -> int:
+        if self.form == "hs97":
+            return draw_hs97_length(self.length, generator, shortest)
+        return draw_length(self.length, generator, shortest)
+
     def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
+        if self.form == "hs97":
+            return self._sample_hs97(batch_size, steps, generator)
         values = torch.rand(batch_size, steps, generator=generator)
         first = window_positions(batch_size, steps, 0.0, 0.1, generator)
         second = window_positions(batch_size, steps, 0.1, 0.5, generator)
@@ -216,12 +319,35 @@ class MarkedPairTask(PascanuTask):
         target = self.combine(values[rows, first], values[rows, second]).unsqueeze(1)
         return Batch(inputs=torch.stack([values, markers], dim=-1), targets=target)
 
+    def _sample_hs97(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
+        """HS97's form; X2's window uses ``T = min(steps, length)``, so that shorter
+        training sequences (``train_min_length``) keep X2 in their first half."""
+        low = self.hs97_low
+        values = low + (1.0 - low) * torch.rand(batch_size, steps, generator=generator)
+        first, second = hs97_positions(batch_size, min(steps, self.length), generator)
+        rows = torch.arange(batch_size)
+        values[rows[first == 0], 0] = self.hs97_neutral  # "we set X1 to ..." (HS97)
+        markers = torch.zeros(batch_size, steps)
+        markers[:, 0] = -1.0
+        markers[:, -1] = -1.0
+        markers[rows, first] = 1.0
+        markers[rows, second] = 1.0
+        target = self.combine_hs97(values[rows, first], values[rows, second]).unsqueeze(1)
+        return Batch(inputs=torch.stack([values, markers], dim=-1), targets=target)
+
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.mse_loss(output, batch.targets)
 
     def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
         targets = [b.targets for b in batches]
-        return regression_score(outputs, targets, self.tolerance, self.solved_error_rate)
+        return regression_score(
+            outputs,
+            targets,
+            self.tolerance,
+            self.solved_error_rate,
+            self.criterion,
+            self.abs_tolerance,
+        )
 
 
 class LastStepClassificationTask(PascanuTask):

@@ -132,13 +132,19 @@ def restore(
 
 
 def upgrade_v1(payload: dict[str, Any]) -> dict[str, Any]:
-    """A :data:`V1` checkpoint's dict as :data:`FORMAT` holds it. v1 differed in three ways:
+    """A :data:`V1` checkpoint's dict as :data:`FORMAT` holds it. v1 differed in four ways:
     its config names ``rnnexp.clip``/``regularizers``/``ridge``/``callbacks`` targets
-    (now under ``rnnexp.train``); the optimizer, schedule and averaging state were
+    (now under ``rnnexp.train``); ``task=latch`` had ``noise``, the standard deviation
+    (now ``noise_variance``); the optimizer, schedule and averaging state were
     top-level keys (now ``update``); and a calibrated run's temperature was only in
     ``calibration`` (now also the model's ``temperature`` buffer, which v1 weights lack)."""
     payload = dict(payload)
     payload["config"] = _renamed(payload["config"])
+    task = payload["config"].get("task")
+    if isinstance(task, dict) and task.get("name") == "latch" and "noise" in task:
+        # v1's latch `noise` was the noise's standard deviation; it is now its variance
+        noise = task.pop("noise")
+        task["noise_variance"] = noise * noise if isinstance(noise, int | float) else noise
     payload["update"] = {key: payload.pop(key) for key in V1_UPDATE_KEYS if key in payload}
     calibration = payload.get("calibration")
     temperature = 1.0 if calibration is None else float(calibration["temperature"])

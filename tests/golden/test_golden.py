@@ -68,7 +68,9 @@ GOLDEN = {
     ),
     "latch-lstm": Golden(
         "latch",
-        ("cell=lstm",),
+        # noise std 0.2, the default when these were pinned (the default is now HS97's
+        # variance 0.2, std 0.447): the same draws, the same numbers
+        ("cell=lstm", "task.noise_variance=0.04"),
         loss={1: 0.73196393, 10: 0.27984428, 20: 0.40892828, 30: 0.18314834},
         final={"error_rate": 0.625, "loss": 0.46487609},
         best=0.5625,

@@ -8,10 +8,18 @@ import torch
 from torch.nn import functional as F
 
 from rnnexp.errors import RnnexpError
+from rnnexp.tasks import pascanu
 from rnnexp.tasks.adding import AddingTask
+from rnnexp.tasks.base import Batch
 from rnnexp.tasks.memorization import MemorizationTask
 from rnnexp.tasks.multiplication import MultiplicationTask
-from rnnexp.tasks.pascanu import classification_score, draw_length, window
+from rnnexp.tasks.pascanu import (
+    classification_score,
+    draw_hs97_length,
+    draw_length,
+    hs97_positions,
+    window,
+)
 from rnnexp.tasks.permutation import PermutationTask
 from rnnexp.tasks.temporal_order import TemporalOrderTask
 
@@ -153,14 +161,200 @@ def test_regression_success_criterion(cls) -> None:
     batches = task.held_out("test")
     targets = [b.targets for b in batches]
     perfect = task.score(targets, batches)
-    assert perfect == {"loss": 0.0, "error_rate": 0.0, "accuracy": 1.0, "solved": 1.0}
+    assert perfect == {
+        "loss": 0.0,
+        "error_rate": 0.0,
+        "accuracy": 1.0,
+        "solved": 1.0,
+        "error_rate_pascanu": 0.0,
+        "error_rate_hs97": 0.0,
+    }
     close = task.score([t + 0.19 for t in targets], batches)  # squared error 0.0361
     assert close["error_rate"] == 0.0 and close["solved"] == 1.0
+    assert close["error_rate_hs97"] == 1.0  # |error| 0.19: wrong under HS97's rule
     off = task.score([t - 0.21 for t in targets], batches)  # squared error 0.0441
     assert off["error_rate"] == 1.0 and off["solved"] == 0.0
     constant = task.score([torch.full_like(t, 0.5) for t in targets], batches)
     assert constant["error_rate"] > 0.1 and constant["solved"] == 0.0
     assert constant["accuracy"] == pytest.approx(1 - constant["error_rate"])
+
+
+def hand_made(errors: list[float], target: float = 0.5) -> tuple[list, list[Batch]]:
+    """One chunk: ``len(errors)`` sequences with ``target``, predictions ``target + e``."""
+    targets = torch.full((len(errors), 1), target)
+    batch = Batch(inputs=torch.zeros(len(errors), 3, 2), targets=targets)
+    return [targets + torch.tensor(errors).unsqueeze(1)], [batch]
+
+
+@pytest.mark.parametrize("cls", [AddingTask, MultiplicationTask])
+def test_both_criteria_on_a_hand_made_batch(cls) -> None:
+    """Pascanu: wrong when e^2 > 0.04 (|e| > 0.2); HS97: correct only when |e| < 0.04.
+    The errors are exact binary fractions, so the comparisons are exact."""
+    outputs, batches = hand_made([0.0, 0.03125, -0.0625, 0.1875, -0.25, 0.5, -0.015625, 0.125])
+    pascanu_wrong, hs97_wrong = 2 / 8, 5 / 8  # |e| > 0.2: 0.25, 0.5; |e| >= 0.04: five
+    for criterion, expected in (("pascanu", pascanu_wrong), ("hs97", hs97_wrong)):
+        task = cls(length=20, criterion=criterion)
+        got = task.score(outputs, batches)
+        assert got["error_rate"] == expected and got["accuracy"] == 1 - expected
+        assert got["solved"] == 0.0
+        assert got["error_rate_pascanu"] == pascanu_wrong
+        assert got["error_rate_hs97"] == hs97_wrong
+        assert got["loss"] == pytest.approx(
+            sum(e * e for e in [0.03125, 0.0625, 0.1875, 0.25, 0.5, 0.015625, 0.125]) / 8
+        )
+    # the form chooses the rule unless task.criterion says otherwise
+    assert cls(length=20).criterion == "pascanu"
+    assert cls(length=20, form="hs97").criterion == "hs97"
+    assert cls(length=20, form="hs97", criterion="pascanu").criterion == "pascanu"
+
+
+def test_criteria_on_the_borderline() -> None:
+    """Exactly at the bound: HS97's |e| < tol is strict (|e| = tol is wrong), Pascanu's
+    e^2 > tol is strict (e^2 = tol is correct). tol = 1/16 and its square are exact."""
+    outputs, batches = hand_made([0.0625, -0.0625, 0.0625 - 2**-20])
+    task = AddingTask(length=20, tolerance=0.0625**2, abs_tolerance=0.0625)
+    got = task.score(outputs, batches)
+    assert got["error_rate_hs97"] == pytest.approx(2 / 3)  # the last one is just inside
+    assert got["error_rate_pascanu"] == 0.0  # e^2 == tolerance is not above it
+    outputs, batches = hand_made([0.0625 + 2**-20])
+    assert task.score(outputs, batches)["error_rate_pascanu"] == 1.0
+    # the default bounds: 0.039 passes HS97's rule, 0.041 fails it; both pass Pascanu's
+    outputs, batches = hand_made([0.039, -0.039, 0.041, -0.041])
+    got = AddingTask(length=20, form="hs97").score(outputs, batches)
+    assert got["error_rate"] == 0.5 and got["error_rate_pascanu"] == 0.0
+
+
+# --- HS97's form (task.form=hs97) ------------------------------------------------
+
+
+def test_hs97_lengths_are_drawn_from_t_to_t_plus_t_over_10() -> None:
+    generator = gen()
+    assert {draw_hs97_length(100, generator) for _ in range(600)} == set(range(100, 111))
+    assert {draw_hs97_length(55, generator) for _ in range(300)} == set(range(55, 61))
+    assert {draw_hs97_length(9, generator) for _ in range(20)} == {9}
+    assert {draw_hs97_length(50, generator, 20) for _ in range(600)} == set(range(20, 56))
+    task = AddingTask(length=50, form="hs97", num_test=80, eval_batch_size=4)
+    stream = task.train_stream(2, seed=0)
+    assert {next(stream).inputs.shape[1] for _ in range(200)} == set(range(50, 56))
+    assert {c.inputs.shape[1] for c in task.held_out("test")} <= set(range(50, 56))
+
+
+def test_hs97_positions_follow_the_x1_and_x2_rules() -> None:
+    """X1 uniform over the first 10 pairs; X2 uniform over the first T/2 - 1 pairs other
+    than X1 (T = 50: 24 candidates, among steps 0..24)."""
+    first, second = hs97_positions(100_000, 50, gen(2))
+    assert set(first.tolist()) == set(range(10)) and torch.all(first != second)
+    counts = torch.bincount(first, minlength=10).float() / 100_000
+    assert torch.all((counts - 0.1).abs() < 0.005)
+    for x1 in (0, 5, 9):  # given X1, X2 covers exactly the 24 other steps 0..24, uniformly
+        x2 = second[first == x1]
+        assert set(x2.tolist()) == set(range(25)) - {x1}
+        share = torch.bincount(x2, minlength=25).float()[torch.arange(25) != x1] / len(x2)
+        assert torch.all((share - 1 / 24).abs() < 0.015)
+
+
+@pytest.mark.parametrize(
+    ("cls", "low", "neutral", "combine"),
+    [
+        (AddingTask, -1.0, 0.0, lambda a, b: 0.5 + (a + b) / 4),
+        (MultiplicationTask, 0.0, 1.0, lambda a, b: a * b),
+    ],
+    ids=["adding", "multiplication"],
+)
+def test_hs97_inputs_markers_and_targets(cls, low, neutral, combine) -> None:
+    task = cls(length=50, form="hs97")
+    batch = task.sample(4000, gen(3))
+    n, steps, _ = batch.inputs.shape
+    assert 50 <= steps <= 55
+    values, markers = batch.inputs[..., 0], batch.inputs[..., 1]
+    assert values.min() >= low and values[:, 1:].max() < 1  # U[-1, 1] (adding) or U[0, 1]
+    assert values.mean().item() == pytest.approx((low + 1) / 2, abs=0.01)
+    assert set(markers.unique().tolist()) == {-1.0, 0.0, 1.0}
+    assert torch.all((markers == 1).sum(1) == 2) and torch.all(markers[:, -1] == -1)
+    first_marked = markers[:, 0] == 1
+    assert torch.all(markers[~first_marked, 0] == -1)  # -1 on the first pair unless marked
+    assert torch.all((markers == -1).sum(1) == 2 - first_marked.long())
+    assert torch.all((markers[:, 1:-1] == -1).sum(1) == 0)
+    marked = [row.nonzero().flatten().tolist() for row in markers == 1]
+    assert all(a < 10 and b <= 50 // 2 - 1 for a, b in marked)  # X1 first ten, X2 <= T/2-1
+    for seq in range(n):  # each target from its two marked values, as the net sees them
+        a, b = marked[seq]
+        torch.testing.assert_close(batch.targets[seq, 0], combine(values[seq, a], values[seq, b]))
+    # X1 := neutral when X1 is the first pair (P = 1/10), never otherwise: the values are
+    # continuous, so an exact neutral value marks those sequences
+    neutral_first = first_marked & (values[:, 0] == neutral)
+    assert 0.08 < neutral_first.float().mean() < 0.12
+    assert torch.all(values[:, 1:] != neutral)
+
+
+@pytest.mark.parametrize(
+    ("cls", "neutral", "target"),
+    [(AddingTask, 0.0, 0.5 + (0.0 + 0.75) / 4), (MultiplicationTask, 1.0, 1.0 * 0.75)],
+    ids=["adding", "multiplication"],
+)
+def test_hs97_hand_built_sequence(cls, neutral, target, monkeypatch) -> None:
+    """X1 on the first pair and X2 on step 5 (positions fixed by hand): the first pair's
+    marker is 1 and its value HS97's neutral one; the target uses X2 = the value at 5."""
+
+    def fixed(batch_size: int, length: int, generator: torch.Generator):
+        del length, generator
+        return torch.zeros(batch_size, dtype=torch.long), torch.full((batch_size,), 5)
+
+    monkeypatch.setattr(pascanu, "hs97_positions", fixed)
+    task = cls(length=12, form="hs97")
+    batch = task.sample_length(1, 12, gen(4))
+    batch.inputs[0, 5, 0] = 0.75  # a hand-chosen X2; recompute the target
+    values, markers = batch.inputs[0, :, 0], batch.inputs[0, :, 1]
+    assert markers.tolist() == [1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 0, 0, -1.0]
+    assert values[0] == neutral
+    assert task.combine_hs97(values[0], values[5]).item() == pytest.approx(target)
+    # and unpatched positions with X2 on step 5 only: X1 elsewhere, -1 on the first pair
+    monkeypatch.setattr(
+        pascanu, "hs97_positions", lambda b, t, g: (torch.full((b,), 3), torch.full((b,), 5))
+    )
+    batch = task.sample_length(1, 13, gen(4))
+    markers = batch.inputs[0, :, 1]
+    assert markers.tolist() == [-1.0, 0, 0, 1.0, 0, 1.0, 0, 0, 0, 0, 0, 0, -1.0]
+    a, b = batch.inputs[0, 3, 0], batch.inputs[0, 5, 0]
+    torch.testing.assert_close(batch.targets[0, 0], task.combine_hs97(a, b))
+
+
+def test_hs97_settings() -> None:
+    with pytest.raises(RnnexpError, match="task.form"):
+        AddingTask(form="hs98")
+    with pytest.raises(RnnexpError, match="task.criterion"):
+        MultiplicationTask(criterion="mse")
+    with pytest.raises(RnnexpError, match="task.form=hs97 needs task.length"):
+        AddingTask(length=10, form="hs97")
+    with pytest.raises(RnnexpError, match="task.form=hs97 needs task.length"):
+        AddingTask(length=40, form="hs97", train_min_length=8)
+    AddingTask(length=10)  # the Pascanu form has no such bound
+
+
+def test_hs97_x2_window_on_shorter_training_sequences(monkeypatch) -> None:
+    """With train_min_length, a training sequence of l < T steps takes X2 from its own
+    first l/2 - 1 pairs (T/2 - 1 from l = T on, the held-out sequences)."""
+    seen: list[tuple[int, int]] = []
+
+    def spy(batch_size: int, length: int, generator: torch.Generator):
+        seen.append((length, steps_now[0]))
+        return hs97_positions(batch_size, length, generator)
+
+    steps_now = [0]
+    real = MultiplicationTask.sample_length
+
+    def sample_length(self, batch_size, steps, generator):
+        steps_now[0] = steps
+        return real(self, batch_size, steps, generator)
+
+    monkeypatch.setattr(pascanu, "hs97_positions", spy)
+    monkeypatch.setattr(MultiplicationTask, "sample_length", sample_length)
+    task = MultiplicationTask(length=40, form="hs97", train_min_length=11)
+    stream = task.train_stream(2, seed=0)
+    for _ in range(100):
+        next(stream)
+    assert {steps for _, steps in seen} == set(range(11, 45))
+    assert all(length == min(steps, 40) for length, steps in seen)
 
 
 # --- temporal order ----------------------------------------------------------------
@@ -290,15 +484,27 @@ def test_classification_score_handles_chunks_of_different_lengths() -> None:
 # --- end to end --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", ["adding", "temporal_order", "memorization"])
-def test_trains_end_to_end(task: str, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("task", "extra"),
+    [
+        ("adding", []),
+        ("adding", ["task.form=hs97"]),
+        ("multiplication", ["task.form=hs97", "task.criterion=pascanu"]),
+        ("temporal_order", []),
+        ("memorization", []),
+    ],
+    ids=["adding", "adding-hs97", "multiplication-hs97", "temporal_order", "memorization"],
+)
+def test_trains_end_to_end(task: str, extra: list[str], tmp_path) -> None:
     from conftest import compose_config, tiny
 
     from rnnexp.train.loop import train
     from rnnexp.train.record import RunRecord
 
-    cfg = compose_config(*tiny(task), "cell=elman")
+    cfg = compose_config(*tiny(task), "cell=elman", *extra)
     metrics = train(cfg, tmp_path, RunRecord(tmp_path))
     assert metrics["status"] == "completed"
     assert set(metrics["final"]) >= {"loss", "error_rate", "accuracy", "solved"}
     assert metrics["best"]["metric"] == "error_rate"
+    if task in ("adding", "multiplication"):  # both rules, whichever one is chosen
+        assert {"error_rate_pascanu", "error_rate_hs97"} <= set(metrics["final"])

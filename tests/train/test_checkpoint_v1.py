@@ -78,3 +78,16 @@ def test_a_v1_calibrated_language_model_keeps_its_temperature(tmp_path: Path) ->
     (text,) = sample_run(run, "last", prime="line", length=20, seed=1, out=io.StringIO(),
                          err=io.StringIO())  # fmt: skip
     assert text.startswith("line") and len(text) == 24
+
+
+def test_a_v1_latch_run_keeps_its_noise(tmp_path: Path) -> None:
+    # v1's task.noise was the standard deviation (0.2); it reads as noise_variance 0.04
+    run, recorded = copy_run("latch_lstm", tmp_path)
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["config"]["task"][
+        "noise"
+    ] == pytest.approx(0.2)
+    saved = Checkpoint.load(run, "last")
+    assert "noise" not in saved.config["task"]
+    assert saved.config["task"]["noise_variance"] == pytest.approx(0.04)
+    result, _ = evaluate_checkpoint(run, "last", "test")
+    assert result["metrics"]["loss"] == pytest.approx(recorded["final"]["loss"], rel=1e-5)
