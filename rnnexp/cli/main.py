@@ -52,8 +52,8 @@ def train(ctx: typer.Context) -> None:
     """Train a model. Every argument is a Hydra override, e.g. [bold]cell=lstm task=timer
     train.max_steps=500[/]; [bold]-m[/] sweeps (cell=elman,lstm,gru), [bold]--cfg job[/] prints
     the config, [bold]--help[/] lists groups and keys."""
-    from rnnexp.train import sweep
     from rnnexp.cli.train import main as hydra_main
+    from rnnexp.train import sweep
 
     sys.argv = ["rnnexp train", *ctx.args]
     try:  # SIGTERM/Ctrl-C stop every job, also in a launcher's worker processes

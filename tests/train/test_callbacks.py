@@ -71,8 +71,8 @@ def test_a_new_callback_needs_only_a_config_entry(tmp_path: Path) -> None:
     SEEN.clear()
     run(tmp_path, "train.max_steps=4", "train.eval_every=2",
         "+callbacks.recorder._target_=test_callbacks.Recorder")  # fmt: skip
-    assert SEEN == [("start", 0), ("step", 1), ("step", 2), ("val", 2), ("step", 3),
-                    ("step", 4), ("val", 4), ("test_start", 4), ("test", 4), ("end", 0)]  # fmt: skip
+    assert SEEN == [("start", 0), ("step", 1), ("step", 2), ("val", 2), ("step", 3), ("step", 4),
+                    ("val", 4), ("test_start", 4), ("test", 4), ("end", 0)]  # fmt: skip
 
 
 def test_a_run_with_callbacks_evaluates_and_resumes_with_other_callbacks(tmp_path: Path) -> None:
