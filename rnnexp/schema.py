@@ -120,6 +120,7 @@ class TrainConfig:
     histograms: bool = plain("weight/gradient histograms at each evaluation")
     diagnostics: bool | None = plain("gradient flow and spectral radius; null: the task's default")
     progress: bool = plain("rich progress bar")
+    fast: bool | None = plain("null: the small-net fast path where it applies; false: never")
 
 
 @dataclass

@@ -37,6 +37,7 @@ from rnnexp.config import build, build_with
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch, Task
 from rnnexp.train import checkpoint
+from rnnexp.train.fast import fast_path
 
 # Optimizers whose step() takes a closure that re-evaluates the loss (and its gradient).
 CLOSURE_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.LBFGS,)
@@ -143,6 +144,8 @@ class GradientUpdate(Update):
         on_nan: ``stop`` (raise) or ``skip`` a step whose loss or gradient is NaN/inf.
         max_skipped: with ``skip``, consecutive skipped steps before giving up.
         ema_decay: average the weights (:func:`ema_of`), or ``None``.
+        fast: take the fast path for small Elman-type nets where it applies
+            (:mod:`rnnexp.train.fast`, ``train.fast``); ``False``: always the general path.
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class GradientUpdate(Update):
         on_nan: str = "stop",
         max_skipped: int = 100,
         ema_decay: float | None = None,
+        fast: bool = True,
     ) -> None:
         super().__init__(model)
         if on_nan not in ("stop", "skip"):
@@ -166,6 +170,8 @@ class GradientUpdate(Update):
         self.params = [p for p in model.parameters() if p.requires_grad]
         # h_t as graph nodes: Ω needs them, hidden-gradient clipping hooks them
         self.step_by_step = regularizer.needs_steps or clip.grad_hook is not None
+        # issue 23: the fast path (one fused loop that also hands out every δ_t), or None
+        self.fast = fast_path(model, clip, regularizer) if fast else None
         # the averaged weights, which evaluation, checkpoints and sampling use
         self.ema = ema_of(model, ema_decay) if ema_decay is not None else None
 
@@ -183,7 +189,12 @@ class GradientUpdate(Update):
         regularizer's, clipped) and the global gradient norm before clipping (NaN when the
         loss is not finite), and the detached state after the batch."""
         model = self.model
-        if self.step_by_step:
+        fast = self.fast if self.fast is not None and self.fast.applies(batch) else None
+        deltas = None  # the fast path's δ_t, filled in by the backward pass
+        if fast is not None:  # issue 23: Ω and clip=hidden without a graph node per step
+            hidden, state, deltas = fast.recur(batch.inputs, state, step)
+            steps = None
+        elif self.step_by_step:
             hidden, state, steps = model.recur_steps(batch.inputs, state, self.clip.grad_hook)
         else:  # fused kernels
             hidden, state = model.recur(batch.inputs, state, batch.lengths)  # (B, T, D*H)
@@ -192,7 +203,10 @@ class GradientUpdate(Update):
         norm = math.nan
         if math.isfinite(loss.item()):
             self.optimizer.zero_grad(set_to_none=True)
-            self.regularizer.backward(loss, steps, model, step)  # ∇(loss + e.g. Pascanu's αΩ)
+            if fast is not None and deltas is not None:
+                fast.backward(loss, deltas)  # the same gradient, Ω from the loop's δ_t
+            else:
+                self.regularizer.backward(loss, steps, model, step)  # ∇(loss + e.g. αΩ)
             norm = self.clip(self.params).item()  # global gradient norm before clipping
         return loss.detach(), norm, detach_state(state)
 
@@ -300,4 +314,5 @@ def build_update(
     clip = build(cfg.clip, "clip")
     regularizer = build(cfg.regularizer, "regularizer")
     return GradientUpdate(model, task, optim, scheduler, clip, regularizer, on_nan=tc.on_nan,
-                          max_skipped=tc.max_skipped, ema_decay=tc.ema_decay)  # fmt: skip
+                          max_skipped=tc.max_skipped, ema_decay=tc.ema_decay,
+                          fast=tc.get("fast") is not False)  # fmt: skip

@@ -1,0 +1,219 @@
+"""Small nets at full speed (issue 23): ms per training step on the Pascanu configuration.
+
+    python bench/small_nets.py --quick          # T=100 only, about 20 s
+    python bench/small_nets.py                  # T=100 and T=200, more rounds (1 min)
+    python bench/small_nets.py --lengths 100 --rounds 9 --steps 40
+
+The Pascanu 2013 setup (``experiment=pascanu2013``: 2-bit temporal order, Elman 50
+tanh units, "smart tanh" init, batch 20, SGD, norm clipping at 1), timed in one process on
+the same pre-drawn batches (lengths from ``[T, 1.1 T)``), one training step each: forward,
+loss, backward, clipping, SGD step. The paths:
+
+- ``bare nn.RNN``: what a user writes: ``torch.nn.RNN`` + ``nn.Linear`` head, cross-entropy
+  at the last step, ``clip_grad_norm_``, ``SGD.step``; the baseline of every ratio;
+- ``hand-written loop``: the same with the recurrence as a plain eager tanh loop;
+- ``rnnexp none (general)``: rnnexp's ``GradientUpdate`` built from the real config with
+  ``regularizer=none train.fast=false`` (torch's fused ``nn.RNN`` kernel);
+- ``rnnexp pascanu (general)``: ``regularizer=pascanu train.fast=false`` (step by step, Ω);
+- ``rnnexp none (fast)``, ``rnnexp pascanu (fast)``: the same with ``train.fast`` at its
+  default, i.e. the fast path (:mod:`rnnexp.train.fast`).
+
+Paths are timed in alternating rounds (every path once per round, ``--steps`` steps each)
+so that all see the same background load. The table gives each path's median ms/step and
+the median over rounds of its ratio to the bare loop *of the same round* (on a shared
+machine the load changes from round to round; within a round it is nearly the same for
+all paths). Before timing, the fast and general paths are checked to give the same loss,
+gradients and Ω on one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from hydra import compose, initialize_config_module
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.nn import functional as F
+
+from rnnexp.config import build
+from rnnexp.nn.model import build_model
+from rnnexp.tasks.base import Batch
+from rnnexp.train.updates import GradientUpdate, build_update
+
+Step = Callable[[Batch], None]
+BARE = "bare nn.RNN + SGD + clip (eager)"
+
+
+def config(length: int, *overrides: str):
+    with initialize_config_module(config_module="rnnexp.conf", version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=["experiment=pascanu2013", f"task.length={length}", "clip=norm",
+                       "train.device=cpu", *overrides],
+        )  # fmt: skip
+
+
+def draw_batches(length: int, count: int, seed: int = 0) -> list[Batch]:
+    """``count`` training batches of the Pascanu temporal-order task, lengths [T, 1.1 T)."""
+    cfg = config(length)
+    task = build(cfg.task, "task")
+    task.setup()
+    stream = task.train_stream(cfg.train.batch_size, seed)
+    return [next(stream) for _ in range(count)]
+
+
+def rnnexp_update(length: int, *overrides: str) -> GradientUpdate:
+    """rnnexp's update for the config, built as ``train()`` builds it."""
+    cfg = config(length, *overrides)
+    torch.manual_seed(cfg.train.seed)
+    task = build(cfg.task, "task")
+    model = build_model(cfg, task.setup())
+    model.train()
+    update = build_update(cfg, model, task, None, torch.device("cpu"))
+    assert isinstance(update, GradientUpdate)
+    return update
+
+
+def rnnexp_step(update: GradientUpdate) -> Step:
+    def step(batch: Batch) -> None:
+        update.step(batch, None, 1)
+
+    return step
+
+
+def bare_step(inputs: int, hidden: int, classes: int, lr: float, loop: bool) -> Step:
+    """The loop a user writes, with ``nn.RNN`` or (``loop``) a hand-written tanh loop."""
+    torch.manual_seed(0)
+    rnn = nn.RNN(inputs, hidden, batch_first=True)
+    head = nn.Linear(hidden, classes)
+    params = [*rnn.parameters(), *head.parameters()]
+    optimizer = torch.optim.SGD(params, lr=lr)
+
+    def recur(x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> h_T (B, H)
+        if not loop:
+            return rnn(x)[0][:, -1]
+        xw = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0).unbind(1)
+        h = x.new_zeros(x.shape[0], hidden)
+        for xw_t in xw:
+            h = torch.tanh(torch.addmm(xw_t, h, rnn.weight_hh_l0.t()))
+        return h
+
+    def step(batch: Batch) -> None:
+        loss = F.cross_entropy(head(recur(batch.inputs)), batch.targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+    return step
+
+
+def check_same_numbers(length: int, batch: Batch) -> float:
+    """Largest relative difference of loss and gradients, fast vs general path, Ω on."""
+    fast = rnnexp_update(length, "regularizer=pascanu")
+    general = rnnexp_update(length, "regularizer=pascanu", "train.fast=false")
+    general.model.load_state_dict(copy.deepcopy(fast.model.state_dict()))
+    assert fast.fast is not None and general.fast is None
+    worst = 0.0
+    loss_f, _, _ = fast.forward_backward(batch, None, 1)
+    loss_g, _, _ = general.forward_backward(batch, None, 1)
+    pairs = [(loss_f, loss_g)] + [
+        (p.grad, q.grad)
+        for p, q in zip(fast.model.parameters(), general.model.parameters(), strict=True)
+    ]
+    for a, b in pairs:
+        worst = max(worst, ((a - b).norm() / b.norm().clamp_min(1e-30)).item())
+    omega_f, omega_g = fast.regularizer.last_value, general.regularizer.last_value
+    return max(worst, abs(omega_f - omega_g) / max(abs(omega_g), 1e-30))
+
+
+def time_paths(
+    paths: dict[str, Step], batches: list[Batch], steps: int, rounds: int
+) -> dict[str, list[float]]:
+    """Every round's ms/step of each path; the paths take turns within each round."""
+    for step in paths.values():  # warm-up: allocator, thread pool, kernels
+        for batch in batches[:3]:
+            step(batch)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(rounds):
+        chunk = [batches[(r * steps + i) % len(batches)] for i in range(steps)]
+        for name, step in paths.items():
+            start = time.perf_counter()
+            for batch in chunk:
+                step(batch)
+            times[name].append(1000 * (time.perf_counter() - start) / steps)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="T=100 only, 15 rounds of 20 steps")
+    parser.add_argument("--lengths", default=None, help="comma-separated T (default 100,200)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per path and round")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lengths = [100] if args.quick else [100, 200]
+    if args.lengths:
+        lengths = [int(v) for v in args.lengths.split(",")]
+    steps = args.steps or (20 if args.quick else 30)
+    rounds = args.rounds or (15 if args.quick else 21)
+    console = Console(width=150)
+    for length in lengths:
+        batches = draw_batches(length, 64)
+        worst = check_same_numbers(length, batches[0])
+        cfg = config(length)
+        inputs, classes = batches[0].inputs.shape[-1], 2**cfg.task.bits
+        hidden, lr = cfg.model.hidden_size, cfg.optim.lr
+        paths = {
+            BARE: bare_step(inputs, hidden, classes, lr, False),
+            "hand-written tanh loop (eager)": bare_step(inputs, hidden, classes, lr, True),
+            "rnnexp regularizer=none, general": rnnexp_step(
+                rnnexp_update(length, "regularizer=none", "train.fast=false")
+            ),
+            "rnnexp regularizer=pascanu, general": rnnexp_step(
+                rnnexp_update(length, "regularizer=pascanu", "train.fast=false")
+            ),
+            "rnnexp regularizer=none, fast": rnnexp_step(rnnexp_update(length, "regularizer=none")),
+            "rnnexp regularizer=pascanu, fast": rnnexp_step(
+                rnnexp_update(length, "regularizer=pascanu")
+            ),
+        }
+        every = time_paths(paths, batches, steps, rounds)
+        base = every[BARE]
+        table = Table(
+            title=f"Pascanu config: elman H={hidden}, batch {cfg.train.batch_size}, "
+            f"T in [{length}, {-(-11 * length // 10)}), clip=norm, SGD; {steps} steps x "
+            f"{rounds} rounds, {torch.get_num_threads()} thread(s)"
+        )
+        table.add_column("path")
+        table.add_column("ms/step (median)", justify="right")
+        table.add_column("range", justify="right")
+        table.add_column("vs bare nn.RNN (median of rounds)", justify="right")
+        table.add_column("ratio range", justify="right")
+        for name, times in every.items():
+            # each round's ratio to the bare loop of the same round: load changes cancel
+            ratios = sorted(t / b for t, b in zip(times, base, strict=True))
+            table.add_row(
+                name,
+                f"{statistics.median(times):.2f}",
+                f"{min(times):.2f}-{max(times):.2f}",
+                f"{statistics.median(ratios):.2f}x",
+                f"{ratios[0]:.2f}-{ratios[-1]:.2f}",
+            )
+        console.print(table)
+        console.print(
+            f"fast vs general path (Ω on, one batch): largest relative difference of loss, "
+            f"gradients and Ω = {worst:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
