@@ -105,6 +105,9 @@ class TrainConfig:
     batch_size: int = at_least(1, "sequences per step")
     eval_every: int = at_least(1, "steps between evaluations and checkpoints")
     stop_at: float | None = plain("stop once val's task metric reaches this")
+    patience: int | None = at_least(
+        1, "evaluations without a better val metric before stopping", nullable=True
+    )
     log_every: int = at_least(1, "steps between TensorBoard scalars")
     seed: int = at_least(0, "model init, dropout and training data")
     device: str = rule(is_device, "auto, cpu, cuda or cuda:N")
@@ -118,8 +121,12 @@ class TrainConfig:
     max_skipped: int = at_least(1, "with on_nan=skip, consecutive skipped steps before stopping")
     washout: int = at_least(0, "optim=ridge: initial steps of each sequence left out")
     histograms: bool = plain("weight/gradient histograms at each evaluation")
+    eigenvalues: bool = plain("the recurrent matrices' eigenvalues at each evaluation")
     diagnostics: bool | None = plain("gradient flow and spectral radius; null: the task's default")
     progress: bool = plain("rich progress bar")
+    keep_checkpoints: int | None = at_least(
+        0, "also keep step_<k>.pt of the last N evaluations; null: none", nullable=True
+    )
     fast: bool | None = plain("null: the small-net fast path where it applies; false: never")
 
 

@@ -32,9 +32,17 @@ def test_wheel_runs_train_cfg_job_from_another_directory(tmp_path: Path) -> None
     seqeval = [r for r in requires if r.startswith("seqeval")]
     assert seqeval and all('extra == "ner"' in r for r in seqeval)  # not in a base install
     venv = tmp_path / "venv"
-    # --system-site-packages: reuse the installed torch & co. instead of downloading them.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # reuse this environment's torch & co. (its site-packages as plain paths, after the new
+    # venv's own, so rnnexp comes from the wheel) instead of downloading them; works from
+    # .venv (make test-full) and from a system or --system-site-packages Python alike
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    (Path(purelib) / "rnnexp_test_parent.pth").write_text("\n".join(ours) + "\n")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", str(wheel)],
         check=True, capture_output=True, timeout=600,

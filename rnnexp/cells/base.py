@@ -25,6 +25,13 @@ by base name), :meth:`Cell.prepare` (what a step reads, derived once per sequenc
 transposed weight, an effective recurrent matrix), :meth:`Cell.input_projection` and
 :meth:`Cell.step`. A module that is not a :class:`Cell` gets the generic form of
 :func:`unroll`: the module called on one-step sequences.
+
+For looking inside a trained net (``rnnexp inspect``), a gated cell also names its gates:
+:attr:`Cell.gate_names` (the row blocks of ``weight_hh``, in order) and
+:meth:`Cell.gate_values` (their activations at one step, from the same inputs as
+:meth:`Cell.step`).
+:meth:`Cell.trace` runs the per-step form and records every step's gates and states, and
+:meth:`Cell.recurrent_blocks` gives each gate's square block of the recurrent matrix.
 """
 
 from __future__ import annotations
@@ -75,6 +82,9 @@ class Cell(InitialState):
         nonlinearity: ``φ`` (``"tanh"`` or ``"relu"``) of an Elman-type cell, whose step is
             ``h_t = φ(... + W_hh h_{t-1})`` (elman, irnn, jordan, clockwork); ``None``
             for gated cells and the echo-state network.
+        gate_names: the names of ``weight_hh``'s row blocks in order (LSTM: ``input``,
+            ``forget``, ``candidate``, ``output``), which :meth:`gate_values` also uses; ``()``
+            for a cell with one block and no gates.
     """
 
     input_size: int
@@ -84,6 +94,7 @@ class Cell(InitialState):
     dropout: float
     n_states: int = 1
     nonlinearity: str | None = None
+    gate_names: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ what a cell implements
     def layer_tensors(self, layer: int, direction: int) -> dict[str, Tensor]:
@@ -108,11 +119,56 @@ class Cell(InitialState):
         """Width of each state tensor (``[H]`` or ``[H, H]``; FGR adds its gate state)."""
         return [self.hidden_size] * self.n_states
 
+    def gate_values(
+        self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
+    ) -> dict[str, Tensor]:
+        """The gate activations that :meth:`step` computes from the same arguments, by name
+        (:attr:`gate_names`), each ``(B, H)``; ``{}`` for a cell without gates. For looking
+        inside a net (:meth:`trace`): neither the step nor training calls it."""
+        return {}
+
     # ------------------------------------------------------------ what every cell gets
     def recurrent_weight_l0(self) -> Tensor | None:
         """The first layer's recurrent matrix ``weight_hh_l0`` (a parameter, or the ESN's
         buffer); ``None`` for a cell without one (jordan without backprojections)."""
         return self.layer_tensors(0, 0).get("weight_hh")
+
+    def recurrent_blocks(self, layer: int = 0) -> dict[str, Tensor]:
+        """The square ``(H, H)`` blocks of one layer's recurrent matrix (forward direction),
+        detached, by gate name (:attr:`gate_names`; ``W_hh`` for a one-block matrix);
+        ``{}`` for a cell without a square-block ``weight_hh``."""
+        weight = self.layer_tensors(layer, 0).get("weight_hh")
+        hidden = self.hidden_size
+        if weight is None or weight.shape[-1] != hidden or weight.shape[0] % hidden:
+            return {}
+        blocks = weight.detach().split(hidden)
+        names = self.gate_names
+        if len(names) != len(blocks):
+            names = tuple(f"block {k}" for k in range(len(blocks))) if blocks[1:] else ("W_hh",)
+        return dict(zip(names, blocks, strict=True))
+
+    @torch.no_grad()
+    def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
+        """Run the per-step form on ``x`` ``(B, T, I)`` and record, for every layer, each
+        step's gates (:meth:`gate_values`), hidden state ``h`` and, for LSTMs, cell state ``c``:
+        one dict per layer of ``(B, T, H)`` tensors. Eval-mode semantics (no dropout)."""
+        if self.bidirectional:
+            raise RnnexpError(
+                "only a one-direction net can be traced step by step; this one is "
+                "bidirectional (model.bidirectional=true)"
+            )
+        per_layer = self.split_state(state, x.shape[0], x)
+        traced = []
+        for k in range(self.num_layers):
+            p = self.prepare(self.layer_tensors(k, 0))
+            layer_state, steps = per_layer[k], []
+            for t, xw_t in enumerate(self.input_projection(x, p).unbind(1)):
+                gates = self.gate_values(xw_t, layer_state, p, t)
+                _, layer_state = self.step(xw_t, layer_state, p, t)
+                steps.append({**gates, **dict(zip(("h", "c"), layer_state[:2], strict=False))})
+            traced.append({name: torch.stack([s[name] for s in steps], 1) for name in steps[0]})
+            x = traced[-1]["h"]
+        return traced
 
     def split_state(self, state: State | None, batch: int, like: Tensor) -> list[LayerState]:
         """The cell's state (``None``: its initial state) -> one tuple of ``(B, H)`` tensors

@@ -37,16 +37,23 @@ class GruResetBefore(LoopRNN):
     """
 
     gates = 3
+    gate_names = ("reset", "update", "candidate")
 
     def step(self, xw_t, state, p, t):
+        (h,) = state
+        gate = self.gate_values(xw_t, state, p, t)
+        n = gate["candidate"]
+        h_new = n + gate["update"] * (h - n)
+        return h_new, (h_new,)
+
+    def gate_values(self, xw_t, state, p, t):
         (h,) = state
         hidden = self.hidden_size
         w = p["weight_hh"]
         ru = torch.sigmoid(torch.addmm(xw_t[:, : 2 * hidden], h, w[: 2 * hidden].t()))
         r, u = ru[:, :hidden], ru[:, hidden:]
         n = torch.tanh(torch.addmm(xw_t[:, 2 * hidden :], r * h, w[2 * hidden :].t()))
-        h_new = n + u * (h - n)
-        return h_new, (h_new,)
+        return {"reset": r, "update": u, "candidate": n}
 
 
 class GruMinimal(LoopRNN):
@@ -74,6 +81,7 @@ class GruMinimal(LoopRNN):
     """
 
     gates = 2
+    gate_names = ("forget", "candidate")
 
     def __init__(
         self,
@@ -92,9 +100,15 @@ class GruMinimal(LoopRNN):
 
     def step(self, xw_t, state, p, t):
         (h,) = state
+        gate = self.gate_values(xw_t, state, p, t)
+        f = gate["forget"]
+        h_new = h + f * (gate["candidate"] - h)
+        return h_new, (h_new,)
+
+    def gate_values(self, xw_t, state, p, t):
+        (h,) = state
         hidden = self.hidden_size
         w = p["weight_hh"]
         f = torch.sigmoid(torch.addmm(xw_t[:, :hidden], h, w[:hidden].t()))
         n = torch.tanh(torch.addmm(xw_t[:, hidden:], f * h, w[hidden:].t()))
-        h_new = h + f * (n - h)
-        return h_new, (h_new,)
+        return {"forget": f, "candidate": n}

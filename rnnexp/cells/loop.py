@@ -194,6 +194,11 @@ class ElmanType(LoopRNN):
     def prepare(self, p: dict[str, Tensor]) -> dict[str, Tensor]:
         return {**p, "weight_eff_t": self.recurrent_weight(p).t()}
 
+    def recurrent_blocks(self, layer: int = 0) -> dict[str, Tensor]:
+        """The effective recurrent matrix ``W_eff`` (Jordan's ``U_y V``, clockwork's masked
+        ``W_hh``) as the one block."""
+        return {"W_eff": self.recurrent_weight(self.layer_tensors(layer, 0)).detach()}
+
     def run(self, xw, state, p):
         weight = self.recurrent_weight(p)
         mask = self.update_mask(xw.shape[0], xw.device)

@@ -34,6 +34,8 @@ import torch
 
 from rnnexp.cells.loop import LoopRNN, _gate_slices, lstm_loop
 
+GATE_NAMES = {"i": "input", "f": "forget", "z": "candidate", "o": "output"}
+
 
 class LstmVariant(LoopRNN):
     r"""LSTM with switches for every Greff et al. 2015 variant (see the module docstring).
@@ -102,6 +104,7 @@ class LstmVariant(LoopRNN):
         self.gates = 1 + sum(self.layout[:3])
         self.n_sig = sum(self.layout[:3])  # gates with their own sigmoid
         self.n_states = 3 if self.gate_recurrence else 2
+        self.gate_names = tuple(GATE_NAMES[n] for n in _gate_slices(self.layout, 1))
         self.forget_bias = forget_bias if has_f else None
         self.input_bias = input_bias if input_gate else None
         super().__init__(
@@ -140,6 +143,15 @@ class LstmVariant(LoopRNN):
         return lstm_loop(xw, state[0], state[1], p["weight_hh"], peep, layout)
 
     def step(self, xw_t, state, p, t):
+        h_new, new_state, _ = self._step(xw_t, state, p)
+        return h_new, new_state
+
+    def gate_values(self, xw_t, state, p, t):
+        """The step's gates by name; CIFG also reports its coupled ``forget = 1 - input``."""
+        return self._step(xw_t, state, p)[2]
+
+    def _step(self, xw_t, state, p):
+        """One step: ``(h_t, state_t, the gate activations by name)``."""
         has_i, has_f, has_o, cifg, act_z, act_h = self.layout
         sl = _gate_slices(self.layout, self.hidden_size)
         h, c = state[0], state[1]
@@ -168,10 +180,11 @@ class LstmVariant(LoopRNN):
         if has_o:
             h_new = o * h_new
         new_state = (h_new, c_new)
+        acts = {"i": i, "f": f, "z": z, "o": o if has_o else None}
         if self.gate_recurrence:
-            acts = {"i": i, "f": f, "o": o if has_o else None}
             new_state += (torch.cat([acts[n] for n in sig_names], dim=1),)
-        return h_new, new_state
+        gates = {GATE_NAMES[n]: a for n, a in acts.items() if isinstance(a, torch.Tensor)}
+        return h_new, new_state, gates
 
 
 _SOURCE = """

@@ -144,6 +144,7 @@ class Lstm(FusedCell, nn.LSTM):
     """
 
     n_states = 2
+    gate_names = ("input", "forget", "candidate", "output")  # i, f, g, o
 
     def __init__(
         self,
@@ -179,6 +180,13 @@ class Lstm(FusedCell, nn.LSTM):
         c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(g))
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
+
+    def gate_values(
+        self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
+    ) -> dict[str, Tensor]:
+        i, f, g, o = torch.addmm(xw_t, state[0], p["weight_hh_t"]).chunk(4, dim=1)
+        acts = (torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o))
+        return dict(zip(self.gate_names, acts, strict=True))
 
 
 def set_gate_bias(module: nn.Module, gate: int, value: float) -> None:
@@ -219,6 +227,8 @@ class Gru(FusedCell, nn.GRU):
     statistical machine translation", EMNLP 2014.
     """
 
+    gate_names = ("reset", "update", "candidate")  # r, z (u above), n
+
     def __init__(
         self,
         input_size: int,
@@ -255,6 +265,14 @@ class Gru(FusedCell, nn.GRU):
         n = torch.tanh(torch.addcmul(x_n, r, h_n))
         h = n + z * (h - n)
         return h, (h,)
+
+    def gate_values(
+        self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
+    ) -> dict[str, Tensor]:
+        gh = torch.addmm(p["bias_hh"], state[0], p["weight_hh_t"])
+        (x_r, x_z, x_n), (h_r, h_z, h_n) = xw_t.chunk(3, dim=1), gh.chunk(3, dim=1)
+        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+        return {"reset": r, "update": z, "candidate": torch.tanh(torch.addcmul(x_n, r, h_n))}
 
 
 def gru(

@@ -267,6 +267,50 @@ def surface(
     console.print(f"written to {result.output}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def inspect(
+    run: Path = typer.Argument(
+        ..., help="A run folder (outputs/...) or a checkpoint .pt file.", readable=False
+    ),
+    overrides: list[str] = typer.Argument(
+        None, help="Config overrides, e.g. train.device=cpu.", show_default=False
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="The figure: .png, .svg or .pdf (default: RUN/plots/gates.png, with "
+        "--eigenvalues RUN/plots/eigenvalues_over_training.png).",
+        show_default=False,
+    ),
+    eigenvalues: bool = typer.Option(
+        False,
+        "--eigenvalues",
+        help="The recurrent matrices' eigenvalues over training, from the checkpoints the "
+        "run kept (train.keep_checkpoints=N) and last.pt.",
+    ),
+    sequences: int = typer.Option(3, "--sequences", "-n", help="Test sequences (columns)."),
+    units: int = typer.Option(4, "--units", help="Units drawn as lines (those that vary most)."),
+    layer: int = typer.Option(-1, "--layer", help="The layer to draw (-1: the top one)."),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+) -> None:
+    """Look inside a trained net: for a few test sequences, its gates (keep/write/read),
+    cell state and hidden state over time (an Elman net: its hidden activations), e.g.
+    [bold]rnnexp inspect outputs/latch/lstm/<run>[/]; [bold]--eigenvalues[/]: the recurrent
+    eigenvalues with the unit circle over training."""
+    from rnnexp.cli.inspect import inspect_eigenvalues, inspect_gates
+
+    if eigenvalues:
+        result = inspect_eigenvalues(run, output, overrides or [])
+        drawn = f"steps {', '.join(map(str, result.steps))}; matrices {', '.join(result.rows)}"
+    else:
+        result = inspect_gates(run, output, which, sequences, units, layer, overrides or [])
+        drawn = (f"step {result.steps[0]}; test sequences {result.sequences}; units "
+                 f"{result.units}; rows {', '.join(result.rows)}")  # fmt: skip
+    console.print(f"{result.cell} on {result.task}: {drawn}", highlight=False, soft_wrap=True)
+    console.print(f"written to {result.output}", highlight=False, soft_wrap=True)
+
+
 def _cells_table(input_size: int, hidden_size: int) -> Table:
     from rnnexp import cells
     from rnnexp.config import choices

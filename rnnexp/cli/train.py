@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -62,6 +63,18 @@ def quiet_write_errors() -> Iterator[None]:
         logging.raiseExceptions, threading.excepthook = raise_exceptions, excepthook
 
 
+def parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """How many jobs of a sweep run at once on this machine: the joblib launcher's
+    ``n_jobs`` (``-1``: one per core), else 1 (Hydra's basic launcher runs them in turn;
+    submitit's jobs have machines of their own)."""
+    launcher = hydra_cfg.get("launcher") or {}
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in str(launcher.get("_target_")):
+        return 1
+    cores = os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return cores if n_jobs < 0 else min(n_jobs, cores)
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """:func:`run`'s body: check the config, record, train, and end in one documented way
     (completed; failed with one line; interrupted with the command that continues)."""
@@ -72,6 +85,8 @@ def run_job(cfg: DictConfig) -> float | None:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         check_config(cfg)  # a bad key or value (rnnexp.schema): before anything is built
+        if cfg.train.num_threads is None and (jobs := parallel_jobs(hydra_cfg)) > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # no oversubscription
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k[:6] != "hydra/"}
         record = RunRecord(
             run_dir,
@@ -83,6 +98,7 @@ def run_job(cfg: DictConfig) -> float | None:
             run_dir=str(run_dir),
             rnnexp_version=__version__,
             torch_version=torch.__version__,
+            torch_threads=torch.get_num_threads(),
             command=" ".join(sys.argv),
             **git_commit(),
         )

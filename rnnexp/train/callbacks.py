@@ -26,11 +26,18 @@ import copy
 import csv
 import logging
 import math
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import torch
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -38,6 +45,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from rnnexp import plots
+from rnnexp.atomic import atomic_write
+from rnnexp.cells import Cell
 from rnnexp.config import build
 from rnnexp.tasks.base import Calibrates, Task, is_better
 from rnnexp.train import diagnostics
@@ -63,6 +72,7 @@ class Run:
     start_step: int  # 0, or the step a resumed run continues from
     max_steps: int
     writer: SummaryWriter | None = None  # set by Callbacks.running: TensorBoard's
+    stop: bool = False  # a callback sets it to end the run after this evaluation's checkpoint
 
 
 class Callback:
@@ -254,6 +264,51 @@ class History(Callback):
         self.handle.close()
 
 
+def reached(value: float, target: float | None, mode: str) -> bool:
+    """Whether ``value`` is at ``target`` or beyond it (``None``: never)."""
+    return target is not None and (value <= target if mode == "min" else value >= target)
+
+
+class EarlyStopping(Callback):
+    """End the run early (:attr:`Run.stop`: after the evaluation's checkpoints are written).
+
+    Args:
+        stop_at: ``train.stop_at``: once a val evaluation improves on the best so far and
+            reaches this value of the task's metric (Pascanu's stopping rule: 0 errors);
+            ``metrics.json`` gets ``stopped_at_target``.
+        patience: ``train.patience``: after this many val evaluations in a row without an
+            improvement of the task's metric (lightning-hydra-template's early stopping);
+            ``metrics.json`` gets ``stopped_early``. A resumed run counts from its start.
+    """
+
+    def __init__(self, stop_at: float | None = None, patience: int | None = None) -> None:
+        self.stop_at, self.patience = stop_at, patience
+
+    def on_train_start(self, run: Run) -> None:
+        super().on_train_start(run)
+        self.best: float | None = None
+        self.waited = 0  # evaluations since the last improvement
+
+    def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        run = self.run
+        if split != "val":
+            return
+        metric, mode = run.task.metric, run.task.metric_mode
+        value = metrics[metric]
+        improved = is_better(value, self.best, mode)
+        self.best, self.waited = (value, 0) if improved else (self.best, self.waited + 1)
+        if improved and reached(value, self.stop_at, mode):
+            log.info("val %s=%.4g reached train.stop_at=%g at step %d: stopping", metric,
+                     value, self.stop_at, step)  # fmt: skip
+            run.record.update(stopped_at_target=True)
+            run.stop = True
+        elif self.patience and self.waited >= self.patience:
+            log.info("val %s has not improved for %d evaluations (train.patience): stopping at "
+                     "step %d", metric, self.waited, step)  # fmt: skip
+            run.record.update(stopped_early={"patience": self.patience, "step": step})
+            run.stop = True
+
+
 class LogLines(Callback):
     """Log lines people can follow (in the console and the run's ``train.log``, which a
     SLURM ``.out`` file shows as it grows): the run folder at the start, one line per
@@ -324,6 +379,132 @@ class Calibration(Callback):
         run.record.update(calibration=fit)
         if run.writer is not None:
             run.writer.add_scalar("calibration/temperature", fit["temperature"], step)
+
+
+class Eigenvalues(Callback):
+    """The eigenvalues of every recurrent matrix in the complex plane, with the unit circle,
+    at each val evaluation (seed 004: along an eigenvector whose eigenvalue lies inside the
+    circle the backpropagated error vanishes, outside it explodes): TensorBoard
+    ``eigenvalues`` and ``plots/eigenvalues.png``. One panel per layer and gate block of
+    ``weight_hh`` (:meth:`rnnexp.cells.Cell.recurrent_blocks`; Elman types: the effective
+    matrix) of the scored weights, titled with its spectral radius. Draws no random
+    numbers and changes nothing. ``rnnexp inspect RUN --eigenvalues`` draws the same
+    panels over training from the checkpoints that :class:`KeepCheckpoints` kept.
+
+    Args:
+        enabled: ``False`` draws nothing.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        run = self.run
+        if not self.enabled or split != "val" or not (blocks := self.matrices(run.scored)):
+            return
+        title = f"{run.cfg.cell.name} on {run.task.name}: recurrent eigenvalues, step {step}"
+        fig = self.figure([(step, blocks)], title)
+        plots.save_png(fig, run.run_dir / "plots" / "eigenvalues.png")
+        run.writer.add_figure("eigenvalues", fig, step)  # closes the figure
+
+    @staticmethod
+    def matrices(model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every layer's square recurrent blocks by panel name (``forget``; stacked nets
+        ``layer 1 forget``); ``{}`` when the model's recurrence is not a cell."""
+        rnn = getattr(model, "rnn", model)
+        if not isinstance(rnn, Cell):
+            return {}
+        found = {}
+        for layer in range(rnn.num_layers):
+            for name, block in rnn.recurrent_blocks(layer).items():
+                found[name if rnn.num_layers == 1 else f"layer {layer} {name}"] = block
+        return found
+
+    @staticmethod
+    def figure(snapshots: list[tuple[int, dict[str, torch.Tensor]]], title: str) -> Figure:
+        """One panel per matrix of the last snapshot ``(step, matrices)``; the eigenvalues
+        of every snapshot, coloured by its step when there are several (with a colour bar),
+        the unit circle dashed; each panel's title gives the last snapshot's spectral
+        radius ``ρ``. Non-finite matrices (a diverged run) are left out."""
+        names = list(snapshots[-1][1])
+        cols = min(len(names), 4)
+        rows = math.ceil(len(names) / cols)
+        size = (3.2 * cols + (0.8 if len(snapshots) > 1 else 0.0), 3.2 * rows + 0.4)
+        fig, axes = plots.plt.subplots(rows, cols, figsize=size, layout="constrained")
+        axes = [axes] if len(names) == 1 else list(getattr(axes, "flat", axes))
+        steps = [step for step, _ in snapshots]
+        norm = Normalize(min(steps), max(steps) if len(set(steps)) > 1 else min(steps) + 1)
+        cmap = plots.plt.get_cmap("viridis")
+        for ax, name in zip(axes, names, strict=False):
+            radius = {}
+            for rank, (step, matrices) in enumerate(snapshots):  # earlier ones larger, below
+                color = cmap(norm(step)) if len(steps) > 1 else None
+                size = 10.0 + 24.0 * (len(steps) - 1 - rank) / max(len(steps) - 1, 1)
+                radius[step] = _spectrum(ax, matrices.get(name), color, size)
+            reach = max([1.0, *[r for r in radius.values() if math.isfinite(r)]]) * 1.1
+            ax.add_patch(Circle((0.0, 0.0), 1.0, fill=False, linestyle="--", color="0.4"))
+            ax.axhline(0.0, color="0.85", linewidth=0.6, zorder=0)
+            ax.axvline(0.0, color="0.85", linewidth=0.6, zorder=0)
+            ax.set(xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal")
+            ax.set_title(f"{name}: ρ = {radius.get(steps[-1], math.nan):.3g}", fontsize=10)
+        for ax in axes[len(names) :]:
+            ax.axis("off")
+        if len(steps) > 1:
+            fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="training step", shrink=0.9)
+        fig.suptitle(title)
+        return fig
+
+
+def _spectrum(ax: Axes, matrix: torch.Tensor | None, color: Any, size: float) -> float:
+    """Scatter ``matrix``'s eigenvalues on ``ax`` (marker area ``size``); its spectral
+    radius (NaN, and nothing drawn, for no matrix or one with a NaN or inf)."""
+    if matrix is None or not torch.isfinite(matrix).all():
+        return math.nan
+    matrix = matrix.detach().double().cpu()
+    eig = torch.linalg.eigvals(matrix)
+    points = (eig.real.numpy(), eig.imag.numpy())
+    ax.scatter(*points, s=size, color=color or "tab:blue", alpha=0.85, linewidths=0)
+    return eig.abs().max().item()
+
+
+class KeepCheckpoints(Callback):
+    """``train.keep_checkpoints`` = ``N > 0``: besides ``last.pt`` and ``best.pt``, keep
+    ``checkpoints/step_<k>.pt`` for the last ``N`` evaluations (whole checkpoints: each
+    loads, evaluates and resumes like ``last.pt``), e.g. for ``rnnexp inspect RUN
+    --eigenvalues``. The loop writes ``last.pt`` after the val callbacks, so each
+    evaluation copies the ``last.pt`` of the one before, and the final test evaluation
+    that of the last; older copies beyond ``N`` are removed. ``0`` or ``None`` keeps none
+    (``None``, the default, also lets a run saved before this key existed resume).
+
+    Args:
+        keep: ``N``, the step checkpoints to keep.
+    """
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.keep = keep or 0
+        self.pending: int | None = None  # the step whose checkpoint last.pt holds next
+
+    def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        if self.keep <= 0:
+            return
+        folder = self.run.run_dir / "checkpoints"
+        last = folder / "last.pt"
+        if self.pending is not None and last.is_file():
+            with last.open("rb") as source:
+                atomic_write(folder / f"step_{self.pending}.pt", source_copy(source))
+            kept = sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem[5:]))
+            for old in kept[: -self.keep]:
+                old.unlink()
+        self.pending = step if split == "val" else None
+
+
+def source_copy(source: IO[bytes]) -> Callable[[IO[bytes]], None]:
+    """A writer for :func:`rnnexp.atomic.atomic_write` that copies ``source``."""
+
+    def write(handle: IO[bytes]) -> None:
+        shutil.copyfileobj(source, handle)
+
+    return write
 
 
 class Callbacks:

@@ -40,11 +40,6 @@ def state_to(state: Any, device: torch.device) -> Any:
     return type(state)(state_to(s, device) for s in state)
 
 
-def reached(value: float, target: float | None, mode: str) -> bool:
-    """Whether ``value`` is at ``target`` or beyond it (``None``: never)."""
-    return target is not None and (value <= target if mode == "min" else value >= target)
-
-
 def make_checkpoint(
     cfg: DictConfig,
     step: int,
@@ -233,11 +228,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
                     if best["step"] == step:
                         saved.save(run_dir / "checkpoints" / "best.pt")
                     record.update(steps=step, best=best)
-                stop_at = tc.get("stop_at")
-                if best["step"] == step and reached(best["value"], stop_at, task.metric_mode):
-                    log.info("val %s=%.4g reached train.stop_at=%g at step %d: stopping",
-                             task.metric, best["value"], stop_at, step)  # fmt: skip
-                    record.update(stopped_at_target=True)
+                if watched.stop:  # a callback ended the run (train.stop_at, train.patience)
                     break
 
         callbacks.on_test_start(step)  # e.g. calibration: after the last step, before test

@@ -32,8 +32,11 @@ RESUMABLE = frozenset(
         "train.log_every",
         "train.progress",
         "train.histograms",
+        "train.eigenvalues",
         "train.diagnostics",
         "train.stop_at",
+        "train.patience",
+        "train.keep_checkpoints",  # which checkpoints to keep as well: nothing restored
         "train.max_skipped",
         "train.device",
         "train.num_threads",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,8 +159,11 @@ def test_every_cell_trains_five_steps_from_the_cli(tmp_path: Path) -> None:
 
 
 def test_joblib_launcher_runs_jobs_in_other_processes(tmp_path: Path) -> None:
-    run_cli("train", "-m", "cell=elman,gru", *TINY, "train.max_steps=3", "train.num_threads=1",
+    run_cli("train", "-m", "cell=elman,gru", *TINY, "train.max_steps=3",
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)  # fmt: skip
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert sorted(read_metrics(d)["cell"] for d in run_dirs(sweep)) == ["elman", "gru"]
     assert all(read_metrics(d)["status"] == "completed" for d in run_dirs(sweep))
+    # train.num_threads=null: two jobs at once share the cores, no oversubscription
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(read_metrics(d)["torch_threads"] == threads for d in run_dirs(sweep))

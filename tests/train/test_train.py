@@ -145,6 +145,17 @@ def test_stop_at_ends_the_run_once_val_reaches_the_target(tmp_path: Path) -> Non
     assert full["steps"] == 8 and "stopped_at_target" not in full
 
 
+def test_patience_ends_the_run_after_evaluations_without_improvement(tmp_path: Path) -> None:
+    """lr 0: val never improves after the first evaluation, so patience 2 stops at the
+    third; the checkpoints and metrics.json say where, and the test score is there."""
+    stopped = run(tmp_path / "stopped", "train.max_steps=40", "train.eval_every=2",
+                  "optim=sgd", "optim.lr=0.0", "train.patience=2")  # fmt: skip
+    assert stopped["status"] == "completed" and stopped["steps"] == 6
+    assert stopped["stopped_early"] == {"patience": 2, "step": 6}
+    assert stopped["best"]["step"] == 2 and "nrmse" in stopped["final"]
+    assert Checkpoint.load(tmp_path / "stopped" / "checkpoints" / "last.pt").step == 6
+
+
 def test_ema_of_follows_the_warmed_up_average() -> None:
     layer = torch.nn.Linear(1, 1, bias=False)
     ema, expected = ema_of(layer, decay=0.9), None
