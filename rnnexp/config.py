@@ -15,11 +15,11 @@ from typing import Any, get_type_hints
 
 import yaml
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnexp.errors import RnnexpError
+from rnnexp.errors import RnnexpError, print_error
 from rnnexp.schema import CONFIG_MODULE, GROUPS, check_key, check_value, config_dir
 
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
@@ -122,6 +122,39 @@ def buildable() -> dict[str, frozenset[Any]]:
         for key, value in _special_keys(yaml.safe_load(text), prefix):
             found.setdefault(key, set()).add(value)
     return {key: frozenset(values) for key, values in found.items()}
+
+
+def sweep_direction(target: str, objective: str | None = None) -> str:
+    """The resolver ``${rnnexp.direction:${task._target_},${train.objective}}``, which the
+    shipped ``conf/hparams_search/`` configs give ``hydra.sweeper.direction``: ``maximize``
+    or ``minimize``, from the mode of the metric that the task function returns
+    (``train.objective``; null: the task's own, :func:`rnnexp.tasks.base.metric_mode`).
+    Only the task classes that rnnexp's configs name (:func:`buildable`) are imported."""
+    from rnnexp.tasks.base import metric_mode  # tasks build with this module: import late
+
+    allowed = buildable().get("task._target_", frozenset())
+    if target not in allowed:
+        raise RnnexpError(
+            f"rnnexp.direction: task._target_={target!r} is not one of rnnexp's tasks "
+            f"({', '.join(sorted(allowed))}); set hydra.sweeper.direction yourself"
+        )
+    mode = metric_mode(get_class(target), objective)
+    return "maximize" if mode == "max" else "minimize"
+
+
+def _direction(target: str, objective: str | None = None) -> str:
+    """:func:`sweep_direction` as a resolver: an error is one line and exit code 1 (Hydra
+    would print a traceback for an error raised while it resolves the sweeper's config)."""
+    try:
+        return sweep_direction(target, objective)
+    except RnnexpError as err:
+        print_error(err)
+        raise SystemExit(1) from None
+
+
+# Hydra resolves the sweeper's config (hydra.sweeper.direction) with the composed config
+# before the first job, in the process that imported this module to find the config.
+OmegaConf.register_new_resolver("rnnexp.direction", _direction, replace=True)
 
 
 def _special_keys(node: Any, prefix: str) -> list[tuple[str, Any]]:

@@ -33,15 +33,14 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from rich.console import Console
 
-from rnnexp.errors import RnnexpError
+from rnnexp.errors import RnnexpError, print_error
 
 # `conf/` at the top of the checkout ships as the package `rnnexp.conf` (pyproject.toml).
 CONFIG_MODULE = "rnnexp.conf"
 GROUPS = (
     "cell", "task", "optim", "sched", "clip", "regularizer", "memory", "callbacks", "experiment",
-    "debug",
+    "debug", "hparams_search",
 )  # fmt: skip
 
 
@@ -108,6 +107,9 @@ class TrainConfig:
     patience: int | None = at_least(
         1, "evaluations without a better val metric before stopping", nullable=True
     )
+    objective: str | None = plain(
+        "the val metric a run returns to a sweeper (best over the run); null: the task's"
+    )
     log_every: int = at_least(1, "steps between TensorBoard scalars")
     seed: int = at_least(0, "model init, dropout and training data")
     device: str = rule(is_device, "auto, cpu, cuda or cuda:N")
@@ -154,8 +156,9 @@ SCHEMAS: dict[str, type] = {"train": TrainConfig, "model": ModelConfig}
 def top_level_keys() -> set[str]:
     """The keys a composed config may have at its top: the config groups, ``model`` and
     ``train``, and the helper keys that shipped experiments define (``hidden_by_cell``).
-    ``experiment`` and ``debug`` are not keys: their options are ``# @package _global_``."""
-    known = {*GROUPS, *SCHEMAS} - {"experiment", "debug"}
+    ``experiment``, ``debug`` and ``hparams_search`` are not keys: their options are
+    ``# @package _global_``."""
+    known = {*GROUPS, *SCHEMAS} - {"experiment", "debug", "hparams_search"}
     for group in ("experiment", "debug", "debug_task"):  # `# @package _global_` configs
         for path in (config_dir() / group).glob("*.yaml"):
             known |= set(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
@@ -317,7 +320,5 @@ def _check_folder(config: DictConfig, key: str) -> None:
             f"{key}={folder} cannot be created ({existing}: {err.strerror or err}); "
             f"{fix}, e.g. {key}=/tmp/rnnexp-runs"
         )
-        Console(stderr=True).print(
-            f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
-        )
+        print_error(message)
         raise SystemExit(1) from None

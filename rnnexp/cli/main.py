@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rnnexp import __version__
-from rnnexp.errors import RnnexpError
+from rnnexp.errors import RnnexpError, print_error
 
 app = typer.Typer(
     name="rnnexp",
@@ -336,5 +336,5 @@ def main() -> None:
     try:
         app()
     except RnnexpError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        print_error(err)
         sys.exit(2)

@@ -10,7 +10,10 @@ line, or interrupted with the command that continues.
 from __future__ import annotations
 
 import contextlib
+import csv
+import importlib.util
 import logging
+import math
 import os
 import sys
 import threading
@@ -21,13 +24,16 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from rich.console import Console
 
 from rnnexp import __version__
 from rnnexp.config import CONFIG_NAME, CONFIG_PATH
-from rnnexp.errors import RnnexpError
+from rnnexp.errors import RnnexpError, print_error
 from rnnexp.schema import check_config
+from rnnexp.tasks.base import metric_mode
+from rnnexp.train.callbacks import History
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord, git_commit
 from rnnexp.train.resume import resume_command
@@ -44,7 +50,8 @@ def run(cfg: DictConfig) -> float | None:
     launchers that run jobs in other processes (joblib, submitit) pickle the task
     function by reference, which needs the name ``rnnexp.cli.train.run`` to resolve to it.
 
-    Returns the best validation value of the task's metric, for sweepers like Optuna.
+    Returns the best validation value over the run of ``train.objective`` (null: the
+    task's metric), for sweepers like Optuna (:func:`objective_value`).
     """
     with quiet_write_errors():
         return run_job(cfg)
@@ -75,6 +82,25 @@ def parallel_jobs(hydra_cfg: DictConfig) -> int:
     return cores if n_jobs < 0 else min(n_jobs, cores)
 
 
+class JobTag(logging.Filter):
+    """Prefix every log line with ``[job N]`` (sweeps), once however many handlers see it."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = f"[{tag}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "job_tagged", False):
+            record.msg, record.job_tagged = self.tag + str(record.msg), True
+        return True
+
+
+def tag_log_lines(tag: str) -> None:
+    """Tag the lines of this job's handlers (Hydra sets them up anew for each job)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(JobTag(tag))
+
+
 def run_job(cfg: DictConfig) -> float | None:
     """:func:`run`'s body: check the config, record, train, and end in one documented way
     (completed; failed with one line; interrupted with the command that continues)."""
@@ -83,8 +109,11 @@ def run_job(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweeping:  # parallel jobs' lines interleave in the console: each says whose it is
+        tag_log_lines(f"job {hydra_cfg.job.num}")
     try:
         check_config(cfg)  # a bad key or value (rnnexp.schema): before anything is built
+        check_objective(cfg)
         if cfg.train.num_threads is None and (jobs := parallel_jobs(hydra_cfg)) > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # no oversubscription
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k[:6] != "hydra/"}
@@ -108,6 +137,7 @@ def run_job(cfg: DictConfig) -> float | None:
     signals = JobSignals.start(run_dir)
     try:
         data = train(cfg, run_dir, record)
+        value = objective_value(cfg, data, run_dir)
     except RnnexpError as err:
         return failed(record, err, sweeping)
     except OSError as err:  # e.g. TensorBoard's event file on a full disk
@@ -127,14 +157,72 @@ def run_job(cfg: DictConfig) -> float | None:
     finally:
         if signals is not None:  # None off the main thread
             signals.restore()
-    return data["best"]["value"]
+    return value
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Before the run: ``train.objective`` is a metric whose mode rnnexp knows
+    (:func:`rnnexp.tasks.base.metric_mode`), and one other than the task's own metric is
+    read back from ``history.csv`` (:func:`objective_value`), so that callback must run."""
+    name = cfg.train.objective
+    if name is None:
+        return
+    try:
+        task = get_class(str(cfg.task._target_))
+    except (ImportError, ValueError):  # building the task says what is wrong with it
+        return
+    metric_mode(task, name)
+    if name != task.metric and "history" not in (cfg.get("callbacks") or {}):
+        raise RnnexpError(
+            f"train.objective={name} is read from {History.FILE}, which ~callbacks.history "
+            "switched off; keep callbacks.history, or set train.objective=null"
+        )
+
+
+def objective_value(cfg: DictConfig, data: dict, run_dir: Path) -> float | None:
+    """What the task function returns: the best val value over the run of
+    ``train.objective`` (null or the task's metric: ``metrics.json``'s ``best.value``;
+    another metric: the best of its ``val/<name>`` rows in ``history.csv``, which holds
+    every evaluation, also those before a resume). A metric the task does not report is
+    one :class:`RnnexpError` line naming those it does."""
+    best = data["best"]
+    name = cfg.train.objective
+    if name is None or name == best["metric"]:
+        return best["value"]
+    values = []
+    with contextlib.suppress(FileNotFoundError), open(run_dir / History.FILE) as handle:
+        rows = csv.DictReader(handle)
+        values = [float(row["value"]) for row in rows if row["name"] == f"val/{name}"]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        reported = ", ".join(sorted(best.get("val") or {}))
+        raise RnnexpError(
+            f"train.objective={name} is not a val metric of task {cfg.task.name}; give null "
+            f"(its {best['metric']}) or one of: {reported}"
+        )
+    mode = metric_mode(get_class(str(cfg.task._target_)), name)
+    return min(values) if mode == "min" else max(values)
+
+
+def check_extras(argv: list[str]) -> None:
+    """A sweep with a sweeper plugin that is not installed is one line naming the extra
+    that installs it (``hparams_search=...`` picks the Optuna sweeper)."""
+    wants_optuna = any(
+        arg.lstrip("+").startswith("hparams_search=") or arg == "hydra/sweeper=optuna"
+        for arg in argv
+    )
+    if wants_optuna and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        raise RnnexpError(
+            "hparams_search needs the Optuna sweeper (hydra-optuna-sweeper), which is not "
+            "installed; pip install 'rnnexp[optuna]'"
+        )
 
 
 def failed(record: RunRecord, err: RnnexpError, sweeping: bool) -> None:
     """Record ``failed`` with the error and print it in one line; a single run exits 1,
     a sweep's job returns so that the sweep goes on (:mod:`rnnexp.train.sweep`'s exit code)."""
     unrecorded = record.finish(status="failed", error=str(err))
-    console.print(f"[bold red]error:[/] {err}{unrecorded}", highlight=False, soft_wrap=True)
+    print_error(err, unrecorded)
     if not sweeping:
         sys.exit(1)
 
@@ -161,5 +249,16 @@ def interrupted(record: RunRecord, run_dir: Path, overrides: list[str]) -> None:
     console.print(f"[bold yellow]{message}[/]", highlight=False, soft_wrap=True)
 
 
-# `rnnexp train` calls this: Hydra parses sys.argv (overrides, -m, --cfg, ...) and calls run.
-main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(run)
+# Hydra parses sys.argv (overrides, -m, --cfg, ...) and calls run.
+hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(run)
+
+
+def main() -> None:
+    """What ``rnnexp train`` calls: :func:`check_extras` (one line and exit code 2, the
+    extra's name not taken for markup), then Hydra's main around :func:`run`."""
+    try:
+        check_extras(sys.argv[1:])
+    except RnnexpError as err:
+        print_error(err)
+        sys.exit(2)
+    hydra_main()

@@ -221,6 +221,43 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+# Whether lower (min) or higher (max) is better, for the val metrics rnnexp's tasks report
+# (a name also covers its per-kind variants: error_rate_hs97, f1_PER, ...). A task's own
+# metric has its class's ``metric_mode``; this table gives the others (``train.objective``).
+METRIC_MODES: dict[str, Literal["min", "max"]] = {
+    "loss": "min",
+    "mse": "min",
+    "nrmse": "min",
+    "error_rate": "min",
+    "bits_per_char": "min",
+    "bits_per_word": "min",
+    "perplexity": "min",
+    "accuracy": "max",
+    "solved": "max",
+    "f1": "max",
+    "macro_f1": "max",
+    "precision": "max",
+    "recall": "max",
+}
+
+
+def metric_mode(task: type[Task] | Task, name: str | None = None) -> Literal["min", "max"]:
+    """``min`` or ``max``: the mode of the val metric ``name`` of ``task`` (a class or an
+    instance); ``None`` or the task's own ``metric`` give its ``metric_mode``, others come
+    from :data:`METRIC_MODES`. An unknown name is one :class:`RnnexpError` line."""
+    if name is None or name == task.metric:
+        return task.metric_mode
+    known = METRIC_MODES.get(name) or next(
+        (mode for key, mode in METRIC_MODES.items() if name.startswith(f"{key}_")), None
+    )
+    if known is None:
+        raise RnnexpError(
+            f"train.objective={name} is not a metric rnnexp knows; give null (the task's "
+            f"{task.metric}) or a val metric of the task, e.g. {', '.join(METRIC_MODES)}"
+        )
+    return known
+
+
 def check_split(split: str) -> str:
     """``split`` if it names one, else a one-line error listing the splits."""
     if split not in SPLITS:

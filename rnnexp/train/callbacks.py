@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -47,7 +48,7 @@ from torch.utils.tensorboard import SummaryWriter
 from rnnexp import plots
 from rnnexp.atomic import atomic_write
 from rnnexp.cells import Cell
-from rnnexp.config import build
+from rnnexp.config import build, parse_override
 from rnnexp.tasks.base import Calibrates, Task, is_better
 from rnnexp.train import diagnostics
 from rnnexp.train.checkpoint import Checkpoint, load_model_state
@@ -262,6 +263,46 @@ class History(Callback):
 
     def on_train_end(self) -> None:
         self.handle.close()
+
+
+def hyperparameters(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's hyperparameters for TensorBoard's HPARAMS tab, from its ``metrics.json``
+    data: the option chosen in each config group (``cell``, ``task``, ``optim``, ...), the
+    seed, and every command-line override (in a sweep: the swept keys), values read as
+    YAML scalars (``1e-3`` a number, ``true`` a bool; anything else as text)."""
+    found: dict[str, Any] = {group: "null" if option is None else str(option) for group, option
+                             in (record.get("choices") or {}).items()}  # fmt: skip
+    found["train.seed"] = record.get("seed")
+    for override in map(parse_override, record.get("overrides") or []):
+        if override.prefix != "~" and override.value is not None:
+            try:
+                value = yaml.safe_load(override.value)
+            except yaml.YAMLError:
+                value = override.value
+            found[override.key] = value
+    return {
+        key: value if isinstance(value, bool | int | float | str) else str(value)
+        for key, value in found.items()
+    }
+
+
+class HParams(Callback):
+    """TensorBoard's HPARAMS tab: once the run has its test score, its hyperparameters
+    (:func:`hyperparameters`) against ``hparams/test_<metric>`` for every test metric and
+    ``hparams/best_val_<metric>`` for the task's metric, so that ``tensorboard --logdir
+    outputs/multirun/<time>`` compares a sweep's jobs side by side."""
+
+    def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        run = self.run
+        if split != "test" or run.writer is None:
+            return
+        scores = {f"hparams/test_{key}": float(value) for key, value in metrics.items()}
+        best = (run.record.data.get("best") or {}).get("value")
+        if best is not None:
+            scores[f"hparams/best_val_{run.task.metric}"] = float(best)
+        # run_name ".": the run's own folder (torch's default is a new subfolder per call)
+        run.writer.add_hparams(hyperparameters(run.record.data), scores, run_name=".",
+                               global_step=step)  # fmt: skip
 
 
 def reached(value: float, target: float | None, mode: str) -> bool:

@@ -36,6 +36,7 @@ RESUMABLE = frozenset(
         "train.diagnostics",
         "train.stop_at",
         "train.patience",
+        "train.objective",  # what the run returns to a sweeper: nothing of its state
         "train.keep_checkpoints",  # which checkpoints to keep as well: nothing restored
         "train.max_skipped",
         "train.device",

@@ -167,3 +167,7 @@ def test_joblib_launcher_runs_jobs_in_other_processes(tmp_path: Path) -> None:
     # train.num_threads=null: two jobs at once share the cores, no oversubscription
     threads = max(1, (os.cpu_count() or 1) // 2)
     assert all(read_metrics(d)["torch_threads"] == threads for d in run_dirs(sweep))
+    # the jobs' log lines interleave: each says which job it is from
+    for job in run_dirs(sweep):
+        lines = (job / "train.log").read_text().splitlines()
+        assert lines and all(f"[job {job.name}] " in line for line in lines)

@@ -130,3 +130,29 @@ def test_history_csv_and_log_lines_follow_the_run(
     assert lines[-1].startswith(f"results in {tmp_path}")
     run(tmp_path / "quiet", "~callbacks.history", "~callbacks.log_lines")
     assert not (tmp_path / "quiet" / "history.csv").exists()
+
+
+def test_hparams_tab_holds_the_overrides_against_the_metrics(tmp_path: Path) -> None:
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    overrides = ["optim.lr=0.01", "model.hidden_size=8", "sched=constant"]
+    cfg = compose_config(*TINY, *overrides)
+    record = RunRecord(
+        tmp_path,
+        task="timer",
+        cell=cfg.cell.name,
+        overrides=overrides,
+        choices={"cell": "gru", "task": "timer", "sched": "constant"},
+        seed=0,
+    )
+    metrics = train(cfg, tmp_path, record)
+    events = EventAccumulator(str(tmp_path)).Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["optim.lr"].number_value == pytest.approx(0.01)
+    assert hparams["model.hidden_size"].number_value == 8
+    assert hparams["cell"].string_value == "gru" and hparams["sched"].string_value == "constant"
+    (test,) = events.Scalars("hparams/test_nrmse")
+    assert test.value == pytest.approx(metrics["final"]["nrmse"])
+    (best,) = events.Scalars("hparams/best_val_nrmse")
+    assert best.value == pytest.approx(metrics["best"]["value"])
