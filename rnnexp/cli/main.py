@@ -207,12 +207,15 @@ def report(
         help="Pivot value: a metric of `final` (e.g. nrmse) or solved; "
         "default solved, else the task's metric.",
     ),
+    plot: bool = typer.Option(
+        False, "--plot", help="Also draw the pivot to report_pivot.png: one line per row."
+    ),
 ) -> None:
     """Summarize a sweep: mean ± std over seeds per combination of the swept keys, the
     solved count, failed/unfinished/missing jobs; writes report.csv and report.md there."""
     from rnnexp.cli.report import run
 
-    run(sweep, rows or [], cols or [], value, console)
+    run(sweep, rows or [], cols or [], value, console, plot)
 
 
 @app.command()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,12 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rnnexp.report.aggregate import MISSING_VALUE, SEED_KEY, SOLVED, Pivot, SweepReport
+from rnnexp.report.aggregate import MISSING_VALUE, SEED_KEY, SOLVED, Pivot, Summary, SweepReport
 from rnnexp.report.load import COMPLETED, COUNTED, FAILED, MISSING, Job
 
 CSV_FILE = "report.csv"
 PIVOT_CSV_FILE = "report_pivot.csv"
 MD_FILE = "report.md"
+PLOT_FILE = "report_pivot.png"
 
 
 def jobs_text(report: SweepReport) -> str:
@@ -207,3 +209,54 @@ def print_report(report: SweepReport, console: Console) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _point(summary: Summary | None, value: str) -> tuple[float, float]:
+    """(y, error bar) of one pivot cell: the solved fraction (no bar), or mean and std."""
+    if summary is None:
+        return math.nan, 0.0
+    if value == SOLVED:
+        solved = summary.solved
+        return (solved[0] / solved[1], 0.0) if solved and solved[1] else (math.nan, 0.0)
+    stat = summary.metrics.get(value)
+    if stat is None:
+        return math.nan, 0.0
+    return stat.mean, stat.std or 0.0
+
+
+def plot_pivot(p: Pivot, path: Path) -> Path:
+    """The pivot as a picture (``rnnexp report --plot``): the columns' values along x, one
+    line per row (e.g. ``--rows cell --cols task.lag``: one line per cell against the lag),
+    the mean over seeds with the standard deviation as error bars, or the solved fraction.
+    Without ``--cols`` the rows go along x as one line. Numeric x values are spaced as
+    numbers, others evenly."""
+    from rnnexp import plots  # matplotlib only for --plot
+
+    lines, xs = (p.row_keys, p.col_keys) if p.cols else ([()], p.row_keys)
+    labels = [" ".join(x) for x in xs]
+    try:
+        positions = [float(label) for label in labels]
+    except ValueError:
+        positions = list(range(len(labels)))
+    fig, (ax,) = plots.new_figure(rows=1, width=7.0, row_height=4.0)
+    for line in lines:
+        cells = [p.cells.get((line, x) if p.cols else (x, ())) for x in xs]
+        points = [_point(cell, p.value) for cell in cells]
+        name = (
+            " ".join(f"{k}={v}" for k, v in zip(p.rows, line, strict=True)) if p.cols else p.value
+        )
+        ax.errorbar(positions, [y for y, _ in points], yerr=[e for _, e in points],
+                    marker="o", capsize=3, label=name)  # fmt: skip
+    ax.set_xticks(positions, labels)
+    ax.set_xlabel(" ".join(p.cols) if p.cols else " ".join(p.rows))
+    ax.set_ylabel("solved fraction" if p.value == SOLVED else f"{p.value} (mean ± std)")
+    if p.value == SOLVED:
+        ax.set_ylim(-0.05, 1.05)
+    over = ", ".join(p.averaged_over) or "nothing"
+    ax.set_title(f"{p.value} over {over}", fontsize=10)
+    if p.cols:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    plots.save_png(fig, path)
+    plots.close(fig)
+    return path

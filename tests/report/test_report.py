@@ -172,6 +172,22 @@ def test_pivot_rows_cols_value(sweep: Path) -> None:
         aggregate.pivot(jobs, ["cell"], [], "mse")
 
 
+def test_plot_draws_the_pivot(sweep: Path) -> None:
+    jobs = load.load_sweep(sweep)
+    p = aggregate.pivot(jobs, ["cell"], ["task.lag"])  # one line per cell against the lag
+    assert render._point(p.cells[("gru",), ("20",)], p.value) == (pytest.approx(2 / 3), 0.0)
+    by_lag = aggregate.pivot(jobs, ["task.lag"], [], "nrmse")  # one line along the rows
+    y, bar = render._point(by_lag.cells[("20",), ()], "nrmse")
+    values = [nrmse(cell, 20, seed) for cell in CELLS for seed in SEEDS]
+    assert (y, bar) == (
+        pytest.approx(statistics.mean(values)),
+        pytest.approx(statistics.stdev(values)),
+    )
+    for pivot in (p, by_lag):
+        path = render.plot_pivot(pivot, sweep / "pivot.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_writes_csv_and_markdown(sweep: Path) -> None:
     report = aggregate.build_report(sweep, rows=["cell"], cols=["task.lag"], value="nrmse")
     paths = render.write_report(report)
@@ -227,11 +243,16 @@ def test_read_metrics_of_a_run_folder_or_file(tmp_path: Path) -> None:
 
 
 def test_cli_report(sweep: Path, tmp_path: Path) -> None:
-    proc = run_cli("report", str(sweep), "--rows", "cell", "--cols", "task.lag", cwd=tmp_path)
+    proc = run_cli("report", str(sweep), "--rows", "cell", "--cols", "task.lag", "--plot",
+                   cwd=tmp_path)  # fmt: skip
     out = proc.stdout
+    assert (sweep / "report_pivot.png").read_bytes()[:4] == b"\x89PNG"
     assert "cell" in out and "nrmse" in out and "2/3 (1 missing)" in out and "±" in out
     assert "job 12" in out and "failed" in out and "[try clip=norm]" in out
     assert f"written to {sweep / 'report.csv'}" in out and (sweep / "report.md").is_file()
+
+    no_pivot = run_cli("report", str(sweep), "--plot", cwd=tmp_path, check=False)
+    assert no_pivot.returncode == 2 and "--plot draws the pivot" in no_pivot.stderr
 
     empty = tmp_path / "empty"
     empty.mkdir()
