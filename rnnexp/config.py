@@ -6,6 +6,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import re
@@ -20,7 +21,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.errors import RnnexpError, print_error
-from rnnexp.schema import CONFIG_MODULE, GROUPS, check_key, check_value, config_dir
+from rnnexp.schema import (
+    CONFIG_MODULE,
+    GROUPS,
+    SCHEMAS,
+    check_key,
+    check_value,
+    config_dir,
+)
 
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
 CONFIG_NAME = "config"
@@ -43,6 +51,21 @@ def choices(group: str) -> dict[str, str]:
                 comments.append(line.lstrip("# ").strip())
         found[path.stem] = comments[0] if comments else ""
     return found
+
+
+def override_completions(incomplete: str) -> list[str]:
+    """Shell completion of one ``rnnexp train`` override (the command's ``shell_complete``):
+    ``ce`` -> ``cell=``; ``cell=g`` -> ``cell=gru``, ``cell=gru_minimal``; ``train.ma`` ->
+    ``train.max_skipped=``, ``train.max_steps=``. Groups come from the shipped configs,
+    keys from the ``train``/``model`` schema."""
+    key, sep, value = incomplete.partition("=")
+    if sep:
+        options = choices(key) if key in GROUPS else {}
+        return [f"{key}={option}" for option in options if option.startswith(value)]
+    keys = [f"{group}=" for group in GROUPS]
+    keys += [f"{section}.{f.name}=" for section, schema in SCHEMAS.items()
+             for f in dataclasses.fields(schema)]  # fmt: skip
+    return [key for key in keys if key.startswith(incomplete)]
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import CompletionItem, TyperCommand
 
 from rnnexp import __version__
 from rnnexp.errors import RnnexpError, print_error
@@ -17,7 +19,7 @@ app = typer.Typer(
     help="Experiment runner for recurrent networks on sequence tasks. "
     "Start with: rnnexp train cell=gru task=timer",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for the shell
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
@@ -30,6 +32,21 @@ HYDRA_PASSTHROUGH = {
     "ignore_unknown_options": True,
     "help_option_names": [],
 }
+
+
+class HydraCommand(TyperCommand):
+    """``rnnexp train``: Hydra parses its arguments; shell completion offers the config
+    groups and their options (``cell=gru``) and the ``train.*``/``model.*`` keys."""
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> list[CompletionItem]:
+        from rnnexp.config import override_completions
+
+        words = list(ctx.args)
+        if len(words) >= 2 and words[-1] == "=":  # bash splits `cell=gr` at the `=`
+            group = words[-2]
+            return [CompletionItem(item.partition("=")[2])
+                    for item in override_completions(f"{group}={incomplete}")]  # fmt: skip
+        return [CompletionItem(item) for item in override_completions(incomplete)]
 
 
 def _version(value: bool) -> None:
@@ -47,7 +64,7 @@ def root(
     """Experiment runner for recurrent networks on sequence tasks."""
 
 
-@app.command(context_settings=HYDRA_PASSTHROUGH, add_help_option=False)
+@app.command(context_settings=HYDRA_PASSTHROUGH, add_help_option=False, cls=HydraCommand)
 def train(ctx: typer.Context) -> None:
     """Train a model. Every argument is a Hydra override, e.g. [bold]cell=lstm task=timer
     train.max_steps=500[/]; [bold]-m[/] sweeps (cell=elman,lstm,gru), [bold]--cfg job[/] prints

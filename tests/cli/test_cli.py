@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +174,27 @@ def test_joblib_launcher_runs_jobs_in_other_processes(tmp_path: Path) -> None:
     for job in run_dirs(sweep):
         lines = (job / "train.log").read_text().splitlines()
         assert lines and all(f"[job {job.name}] " in line for line in lines)
+
+
+def test_shell_completion_offers_subcommands_groups_options_and_keys(tmp_path: Path) -> None:
+    from rnnexp.config import override_completions
+
+    assert override_completions("cell=gr") == ["cell=gru", "cell=gru_minimal"]
+    assert "task=" in override_completions("ta")
+    assert "train.max_steps=" in override_completions("tr")
+    assert override_completions("nonsense=") == []
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["rnnexp", *words])
+        env = {**os.environ, "_RNNEXP_COMPLETE": "complete_bash", "COMP_WORDS": line,
+               "COMP_CWORD": str(len(words))}  # fmt: skip
+        # the console script: the shell's completion calls the program by that name
+        script = shutil.which("rnnexp", path=str(Path(sys.executable).parent)) or "rnnexp"
+        proc = subprocess.run([script], env=env, capture_output=True, text=True, cwd=tmp_path,
+                              timeout=60)  # fmt: skip
+        return proc.stdout.split()
+
+    assert complete("sa") == ["sample"]
+    assert complete("train", "optim=ad") == ["optim=adagrad", "optim=adam"]
+    assert "train.patience=" in complete("train", "train.pa")
+    assert complete("train", "optim", "=", "ad") == ["adagrad", "adam"]  # bash splits at =
