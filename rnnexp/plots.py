@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from rnnexp.atomic import atomic_write  # noqa: E402
+from rnnexp.errors import RnnexpError  # noqa: E402
 
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}  # by the file name's suffix
 TARGET_COLOR = "tab:blue"  # the seed's picture: target in blue ...
 PREDICTION_COLOR = "tab:orange"  # ... prediction in orange
 
@@ -24,11 +26,29 @@ def new_figure(rows: int = 1, width: float = 10.0, row_height: float = 2.4) -> t
     return fig, list(axes[:, 0])
 
 
-def save_png(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (atomically: readers never see a half-written PNG)."""
+def figure_format(path: Path) -> str:
+    """The file format named by ``path``'s suffix (.png, .svg, .pdf), or a one-line error."""
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise RnnexpError(f"cannot tell the figure format of {path}: name it .png, .svg or .pdf")
+    return fmt
+
+
+def save_png(fig: Figure, path: Path, fmt: str = "png") -> Path:
+    """Write ``fig`` to ``path`` (atomically: readers never see a half-written file)."""
     return atomic_write(
-        path, lambda handle: fig.savefig(handle, format="png", dpi=100, bbox_inches="tight")
+        path, lambda handle: fig.savefig(handle, format=fmt, dpi=100, bbox_inches="tight")
     )
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` in the format ``path``'s suffix names (:func:`figure_format`),
+    atomically, and close it."""
+    fmt = figure_format(path)
+    try:
+        return save_png(fig, path, fmt)
+    finally:
+        close(fig)
 
 
 def close(fig: Figure) -> None:

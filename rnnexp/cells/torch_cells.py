@@ -175,18 +175,22 @@ class Lstm(FusedCell, nn.LSTM):
         self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
     ) -> tuple[Tensor, LayerState]:
         h, c = state
-        gates = torch.addmm(xw_t, h, p["weight_hh_t"])  # (B, 4H): i, f, g, o
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.addcmul(torch.sigmoid(f) * c, torch.sigmoid(i), torch.tanh(g))
-        h = torch.sigmoid(o) * torch.tanh(c)
+        i, f, g, o = self._activations(xw_t, h, p)
+        c = torch.addcmul(f * c, i, g)
+        h = o * torch.tanh(c)
         return h, (h, c)
 
     def gate_values(
         self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
     ) -> dict[str, Tensor]:
-        i, f, g, o = torch.addmm(xw_t, state[0], p["weight_hh_t"]).chunk(4, dim=1)
-        acts = (torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o))
-        return dict(zip(self.gate_names, acts, strict=True))
+        return dict(zip(self.gate_names, self._activations(xw_t, state[0], p), strict=True))
+
+    @staticmethod
+    def _activations(xw_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """``i, f, g, o`` after their nonlinearities, each ``(B, H)``: what :meth:`step`
+        combines and :meth:`gate_values` reports."""
+        i, f, g, o = torch.addmm(xw_t, h, p["weight_hh_t"]).chunk(4, dim=1)  # (B, 4H)
+        return torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
 
 
 def set_gate_bias(module: nn.Module, gate: int, value: float) -> None:
@@ -258,21 +262,23 @@ class Gru(FusedCell, nn.GRU):
         self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
     ) -> tuple[Tensor, LayerState]:
         (h,) = state
-        gh = torch.addmm(p["bias_hh"], h, p["weight_hh_t"])  # (B, 3H): r, z, n
-        x_r, x_z, x_n = xw_t.chunk(3, dim=1)
-        h_r, h_z, h_n = gh.chunk(3, dim=1)
-        r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-        n = torch.tanh(torch.addcmul(x_n, r, h_n))
+        _, z, n = self._activations(xw_t, h, p)
         h = n + z * (h - n)
         return h, (h,)
 
     def gate_values(
         self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int
     ) -> dict[str, Tensor]:
-        gh = torch.addmm(p["bias_hh"], state[0], p["weight_hh_t"])
+        return dict(zip(self.gate_names, self._activations(xw_t, state[0], p), strict=True))
+
+    @staticmethod
+    def _activations(xw_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, ...]:
+        """``r, z, n``, each ``(B, H)``: what :meth:`step` combines and :meth:`gate_values`
+        reports."""
+        gh = torch.addmm(p["bias_hh"], h, p["weight_hh_t"])  # (B, 3H): r, z, n
         (x_r, x_z, x_n), (h_r, h_z, h_n) = xw_t.chunk(3, dim=1), gh.chunk(3, dim=1)
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-        return {"reset": r, "update": z, "candidate": torch.tanh(torch.addcmul(x_n, r, h_n))}
+        return r, z, torch.tanh(torch.addcmul(x_n, r, h_n))
 
 
 def gru(

@@ -19,7 +19,6 @@ Two pictures, each a PNG, SVG or PDF by the output file's suffix:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from rnnexp import plots
 from rnnexp.cells import Cell
-from rnnexp.cli.surface import figure_format
 from rnnexp.data.streams import Batch
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import SyntheticTask, Task
@@ -54,20 +53,6 @@ class Inspection:
     sequences: list[int]  # gates: the test sequences drawn (indices into the batch)
     units: list[int]  # gates: the units drawn as lines
     panels: int  # axes with data
-
-
-def save_figure(fig: Figure, output: Path) -> Path:
-    """Write ``fig`` to ``output`` (format by suffix) atomically, then close it."""
-    from rnnexp import plots
-    from rnnexp.atomic import atomic_write
-
-    fmt = figure_format(output)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format=fmt, dpi=100, bbox_inches="tight")
-    finally:
-        plots.close(fig)
-    return atomic_write(output, lambda handle: handle.write(buffer.getvalue()))
 
 
 def default_output(run: Path, name: str) -> Path:
@@ -156,8 +141,6 @@ def gates_figure(
 ) -> Figure:
     """The gates picture: ``rows`` name -> ``(S, T, H)`` (the drawn sequences), one column
     per sequence, the rows in order after the input ``x``; ``lengths`` the real steps."""
-    from rnnexp import plots
-
     names = ["x", *rows]
     columns = len(titles)
     size = (4.2 * columns, 1.45 * len(names) + 0.8)
@@ -214,7 +197,7 @@ def inspect_gates(
     if sequences < 1 or units < 1:
         raise RnnexpError("--sequences and --units must be at least 1")
     output = default_output(run, "gates") if output is None else output
-    figure_format(output)  # a bad suffix fails before any work
+    plots.figure_format(output)  # a bad suffix fails before any work
     restored = restore(run, which, list(overrides))
     cell, cfg = restored.model.rnn, restored.cfg
     if not isinstance(cell, Cell):
@@ -243,7 +226,7 @@ def inspect_gates(
         column_titles(restored, batch, picked),
         heading,
     )
-    save_figure(fig, output)
+    plots.save_figure(fig, output)
     names = ["x", *rows]
     step = restored.checkpoint.step
     panels = len(names) * len(picked)
@@ -266,7 +249,7 @@ def inspect_eigenvalues(
     from rnnexp.train.callbacks import Eigenvalues
 
     output = default_output(run, "eigenvalues_over_training") if output is None else output
-    figure_format(output)
+    plots.figure_format(output)
     paths = kept_checkpoints(run)
     restored = restore(paths[-1], "last", list(overrides))
     model, snapshots = restored.model, {}
@@ -282,6 +265,6 @@ def inspect_eigenvalues(
     span = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}-{steps[-1]}"
     title = f"{cfg.cell.name} on {cfg.task.name}: recurrent eigenvalues, {span}"
     fig = Eigenvalues.figure([(step, snapshots[step]) for step in steps], title)
-    save_figure(fig, output)
+    plots.save_figure(fig, output)
     names = list(matrices)
     return Inspection(output, cfg.cell.name, cfg.task.name, steps, names, [], [], len(names))

@@ -38,7 +38,6 @@ autograd through the unrolled recurrence.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,6 @@ import torch
 
 from rnnexp.errors import RnnexpError
 
-FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 KINDS = ("contour", "surface")
 
 
@@ -256,14 +254,6 @@ def _label(name: str, path: DescentPath) -> str:
     return f"{what} (end w={end[0]:.3g}, b={end[1]:.3g}, E={path.losses[-1]:.2g})"
 
 
-def figure_format(output: Path) -> str:
-    """The file format named by ``output``'s suffix, or a one-line error."""
-    fmt = FORMATS.get(output.suffix.lower())
-    if fmt is None:
-        raise RnnexpError(f"cannot tell the figure format of {output}: name it .png, .svg or .pdf")
-    return fmt
-
-
 def check_options(
     steps: int,
     w_range: tuple[float, float],
@@ -320,7 +310,6 @@ def run(
 ) -> Result:
     """Compute the grid and both paths, draw them and write the figure (atomically)."""
     from rnnexp import plots
-    from rnnexp.atomic import atomic_write
 
     if setup_name not in SETUPS:
         raise RnnexpError(f"--setup {setup_name}: choose one of {', '.join(SETUPS)}")
@@ -330,7 +319,7 @@ def run(
     w_range = setup.w_range if w_range is None else w_range
     b_range = setup.b_range if b_range is None else b_range
     check_options(steps, w_range, b_range, resolution, lr, clip, iters, kind)
-    fmt = figure_format(output)
+    plots.figure_format(output)  # a bad suffix fails before any work
     w = torch.linspace(*w_range, resolution, dtype=torch.float64)
     b = torch.linspace(*b_range, resolution, dtype=torch.float64)
     grid = loss_grid(w, b, target, steps, setup)
@@ -341,10 +330,5 @@ def run(
     heading = f"{setup.name}: {setup.equation.format(T=steps, target=f'{target:g}')}"
     title = f"{heading}\nlr {lr:g}, {iters} iterations, clip threshold {clip:g}"
     fig = plot(w, b, grid, paths, kind, title)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format=fmt, dpi=100, bbox_inches="tight")
-    finally:
-        plots.close(fig)
-    atomic_write(output, lambda handle: handle.write(buffer.getvalue()))
+    plots.save_figure(fig, output)
     return Result(setup, heading, paths, output)

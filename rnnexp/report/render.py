@@ -257,6 +257,4 @@ def plot_pivot(p: Pivot, path: Path) -> Path:
     if p.cols:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    plots.save_png(fig, path)
-    plots.close(fig)
-    return path
+    return plots.save_figure(fig, path)
