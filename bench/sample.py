@@ -54,8 +54,9 @@ def stepper_rate(
 
 @torch.no_grad()
 def fused_rate(model: SequenceModel, chars: int) -> float:
-    generator = torch.Generator().manual_seed(0)
-    token, state = torch.zeros(1, 1, dtype=torch.long), None
+    device = next(model.parameters()).device
+    generator = torch.Generator(device).manual_seed(0)
+    token, state = torch.zeros(1, 1, dtype=torch.long, device=device), None
     started = time.perf_counter()
     for _ in range(chars):
         logits, state = model(token, state)  # nn.LSTM on one step
@@ -73,10 +74,11 @@ def main() -> None:
     parser.add_argument("--fused-chars", type=int, default=300, help="per fused round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = build(args.vocab, args.hidden, args.layers)
+    model = build(args.vocab, args.hidden, args.layers).to(args.device)
     # "\n", then " " .. "_" (upper case, digits, punctuation: enough for the prompt "ROMEO:")
     vocab = Vocab(["\n"] + [chr(32 + k) for k in range(args.vocab - 1)], "char")
     stepper_rate(model, vocab, 200)  # warm-up: allocator, thread pool
@@ -90,7 +92,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(
         f"{args.layers} x {args.hidden} LSTM, vocabulary {args.vocab}, batch 1, "
-        f"{torch.get_num_threads()} thread(s), median of {args.rounds} rounds"
+        f"{args.device}, {torch.get_num_threads()} thread(s), median of {args.rounds} rounds"
     )
     for name, values in rates.items():
         rounds = ", ".join(f"{r:.0f}" for r in values)

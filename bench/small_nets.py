@@ -50,12 +50,15 @@ Step = Callable[[Batch], None]
 BARE = "bare nn.RNN + SGD + clip (eager)"
 
 
+DEVICE = torch.device("cpu")  # --device: where every path runs
+
+
 def config(length: int, *overrides: str):
     with initialize_config_module(config_module="rnnexp.conf", version_base="1.3"):
         return compose(
             config_name="config",
             overrides=["experiment=pascanu2013", f"task.length={length}", "clip=norm",
-                       "train.device=cpu", *overrides],
+                       f"train.device={DEVICE.type}", *overrides],
         )  # fmt: skip
 
 
@@ -65,7 +68,7 @@ def draw_batches(length: int, count: int, seed: int = 0) -> list[Batch]:
     task = build(cfg.task, "task")
     task.setup()
     stream = task.train_stream(cfg.train.batch_size, seed)
-    return [next(stream) for _ in range(count)]
+    return [next(stream).to(DEVICE) for _ in range(count)]
 
 
 def rnnexp_update(length: int, *overrides: str) -> GradientUpdate:
@@ -73,9 +76,9 @@ def rnnexp_update(length: int, *overrides: str) -> GradientUpdate:
     cfg = config(length, *overrides)
     torch.manual_seed(cfg.train.seed)
     task = build(cfg.task, "task")
-    model = build_model(cfg, task.setup())
+    model = build_model(cfg, task.setup()).to(DEVICE)
     model.train()
-    update = build_update(cfg, model, task, None, torch.device("cpu"))
+    update = build_update(cfg, model, task, None, DEVICE)
     assert isinstance(update, GradientUpdate)
     return update
 
@@ -90,8 +93,8 @@ def rnnexp_step(update: GradientUpdate) -> Step:
 def bare_step(inputs: int, hidden: int, classes: int, lr: float, loop: bool) -> Step:
     """The loop a user writes, with ``nn.RNN`` or (``loop``) a hand-written tanh loop."""
     torch.manual_seed(0)
-    rnn = nn.RNN(inputs, hidden, batch_first=True)
-    head = nn.Linear(hidden, classes)
+    rnn = nn.RNN(inputs, hidden, batch_first=True).to(DEVICE)
+    head = nn.Linear(hidden, classes).to(DEVICE)
     params = [*rnn.parameters(), *head.parameters()]
     optimizer = torch.optim.SGD(params, lr=lr)
 
@@ -133,6 +136,12 @@ def check_same_numbers(length: int, batch: Batch) -> float:
     return max(worst, abs(omega_f - omega_g) / max(abs(omega_g), 1e-30))
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work (a no-op on a CPU), so a timer sees it done."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_paths(
     paths: dict[str, Step], batches: list[Batch], steps: int, rounds: int
 ) -> dict[str, list[float]]:
@@ -140,6 +149,7 @@ def time_paths(
     for step in paths.values():  # warm-up: allocator, thread pool, kernels
         for batch in batches[:3]:
             step(batch)
+    synchronize()
     times: dict[str, list[float]] = {name: [] for name in paths}
     for r in range(rounds):
         chunk = [batches[(r * steps + i) % len(batches)] for i in range(steps)]
@@ -147,6 +157,7 @@ def time_paths(
             start = time.perf_counter()
             for batch in chunk:
                 step(batch)
+            synchronize()
             times[name].append(1000 * (time.perf_counter() - start) / steps)
     return times
 
@@ -158,7 +169,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per path and round")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     lengths = [100] if args.quick else [100, 200]
     if args.lengths:
@@ -191,7 +205,7 @@ def main() -> None:
         table = Table(
             title=f"Pascanu config: elman H={hidden}, batch {cfg.train.batch_size}, "
             f"T in [{length}, {-(-11 * length // 10)}), clip=norm, SGD; {steps} steps x "
-            f"{rounds} rounds, {torch.get_num_threads()} thread(s)"
+            f"{rounds} rounds, {DEVICE.type}, {torch.get_num_threads()} thread(s)"
         )
         table.add_column("path")
         table.add_column("ms/step (median)", justify="right")

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from rnnexp import export
 from rnnexp.errors import RnnexpError
 from rnnexp.report.load import METRICS_FILE, read_metrics
 from rnnexp.tasks.base import Generates, Task, check_split
-from rnnexp.train.checkpoint import restore
+from rnnexp.train.checkpoint import Restored, restore
 
 
 @dataclass(repr=False)
@@ -88,11 +89,31 @@ def load_run(path: str | Path, which: str = "best", device: str = "cpu") -> Run:
     missing, corrupt or refused checkpoint raises :class:`rnnexp.errors.RnnexpError`.
     """
     restored = restore(path, which, overrides=[f"train.device={device}"])
+    return _run(restored, _run_metrics(restored.path))
+
+
+def load_safetensors(path: str | Path, device: str = "cpu") -> Run:
+    """Load a model exported by ``rnnexp export RUN`` (``model.safetensors``) for use from
+    Python, as :func:`load_run` loads a checkpoint, without pickle.
+
+    The file's metadata holds the run's config and task state (e.g. a vocabulary): the
+    config is checked against rnnexp's own configs before anything is built from it
+    (:func:`rnnexp.export.load_safetensors`), the task and the model are rebuilt from it
+    and the weights loaded, bit for bit. ``metrics`` is the ``metrics.json`` beside the
+    file (a run folder's), or ``None``. A missing, foreign or refused file raises
+    :class:`rnnexp.errors.RnnexpError`.
+    """
+    restored = export.load_safetensors(path, overrides=[f"train.device={device}"])
+    return _run(restored, _folder_metrics(restored.path.parent))
+
+
+def _run(restored: Restored, metrics: dict[str, Any] | None) -> Run:
+    """A :class:`Run` of a restored model."""
     return Run(
         model=restored.model,
         task=restored.task,
         config=restored.cfg,
-        metrics=_run_metrics(restored.path),
+        metrics=metrics,
         checkpoint=restored.path,
         step=int(restored.checkpoint.step),
         device=restored.device,
@@ -104,7 +125,12 @@ def _run_metrics(checkpoint: Path) -> dict[str, Any] | None:
     (``<run>/checkpoints/<name>.pt``); ``None`` when there is none or it is unreadable."""
     if checkpoint.parent.name != "checkpoints":
         return None
+    return _folder_metrics(checkpoint.parent.parent)
+
+
+def _folder_metrics(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s ``metrics.json``; ``None`` when there is none or it is unreadable."""
     try:
-        return read_metrics(checkpoint.parent.parent / METRICS_FILE)
+        return read_metrics(folder / METRICS_FILE)
     except ValueError:  # unreadable, or not a JSON object
         return None

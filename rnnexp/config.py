@@ -336,9 +336,12 @@ def _annotations(target: str) -> dict[str, Any]:
         obj = get_object(target)
     except (ImportError, ValueError, AttributeError):
         return {}
-    inits = [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__]
+    if isinstance(obj, type):
+        inits = [c.__dict__["__init__"] for c in obj.__mro__ if "__init__" in c.__dict__]
+    else:  # a function (rnnexp.cells.create) has no __mro__
+        inits = [obj]
     hints: dict[str, Any] = {}
-    for init in inits if isinstance(obj, type) else [obj]:
+    for init in inits:
         try:
             found = get_type_hints(init)
         except (NameError, TypeError):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnexp.cells.loop import ElmanType
+from rnnexp.errors import RnnexpError
 
 
 def _check_nonlinearity(nonlinearity: str) -> str:
@@ -35,6 +36,7 @@ class Irnn(ElmanType):
         init: ``identity`` (default, the paper's) or any init of :mod:`rnnexp.cells.common`.
         init_scale: the identity's scale ``s`` (the paper also uses ``s < 1``, "iRNN" with
             0.01 I on some tasks); ``None``: 1.
+        init_input_scale: std of ``W_ih`` (``None``: the init's own, 0.001 for identity).
 
     Shapes: ``x`` ``(B, T, I)``, ``state`` ``(L * D, B, H)``; returns
     ``(outputs (B, T, D * H), h_n (L * D, B, H))``.
@@ -55,10 +57,12 @@ class Irnn(ElmanType):
         learn_h0: bool = False,
         init: str = "identity",
         init_scale: float | None = None,
+        init_input_scale: float | None = None,
     ) -> None:
         super().__init__(
-            input_size, hidden_size, num_layers, bidirectional, dropout, learn_h0, init, init_scale
-        )
+            input_size, hidden_size, num_layers, bidirectional, dropout, learn_h0, init, init_scale,
+            init_input_scale,
+        )  # fmt: skip
 
 
 class Jordan(ElmanType):
@@ -82,7 +86,10 @@ class Jordan(ElmanType):
         output_size: width ``O`` of the fed-back readout ``y`` (``None``: ``H``).
         elman: add the hidden recurrence ``W_hh h_{t-1}`` (backprojections).
         nonlinearity: ``φ``, ``"tanh"`` or ``"relu"``.
-        learn_h0, init, init_scale: see :mod:`rnnexp.cells.common`.
+        learn_h0, init, init_scale, init_input_scale: see :mod:`rnnexp.cells.common`; under
+            ``init="esn"`` the recurrent tensors (``U_y``, and ``W_hh`` with ``elman``) are
+            sparse and scaled together so that ``W_eff`` has spectral radius ``init_scale``
+            [1.1]; ``V`` keeps the cell's own ``U(-1/sqrt(H), 1/sqrt(H))``.
 
     Parameters per layer: ``weight_ih_l0`` ``(H, I)``, ``bias_ih_l0``, ``bias_hh_l0``
     ``(H,)``, ``weight_ho_l0`` ``V (O, H)``, ``bias_ho_l0`` ``c (O,)``, ``weight_yh_l0``
@@ -107,13 +114,15 @@ class Jordan(ElmanType):
         learn_h0: bool = False,
         init: str = "default",
         init_scale: float | None = None,
+        init_input_scale: float | None = None,
     ) -> None:
         self.output_size = int(output_size or hidden_size)
         self.elman = bool(elman)
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         super().__init__(
-            input_size, hidden_size, num_layers, bidirectional, dropout, learn_h0, init, init_scale
-        )
+            input_size, hidden_size, num_layers, bidirectional, dropout, learn_h0, init, init_scale,
+            init_input_scale,
+        )  # fmt: skip
 
     def layer_parameters(self, layer, direction, in_size):
         hidden, out = self.hidden_size, self.output_size
@@ -178,6 +187,11 @@ class Clockwork(ElmanType):
         init: str = "default",
         init_scale: float | None = None,
     ) -> None:
+        if init == "esn":  # its recurrence is masked by period: no one matrix to scale
+            raise RnnexpError(
+                "init=esn is for elman, irnn and jordan; cell=clockwork's recurrent matrix is "
+                "masked by period: use init=tanh_smart (sparse, spectral radius 0.95) instead"
+            )
         periods = [2**i for i in range(modules)] if periods is None else [int(p) for p in periods]
         if not periods or min(periods) < 1 or len(periods) > hidden_size:
             raise ValueError(f"need 1..{hidden_size} positive periods, got {periods}")

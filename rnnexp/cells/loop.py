@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnexp.cells.base import Cell, LayerState, State
-from rnnexp.cells.common import apply_init, check_init, uniform_
+from rnnexp.cells.common import apply_init, check_init, init_scale_of, spectral_radius, uniform_
 
 
 class LoopRNN(Cell, nn.Module):
@@ -58,6 +58,7 @@ class LoopRNN(Cell, nn.Module):
         learn_h0: bool = False,
         init: str = "default",
         init_scale: float | None = None,
+        init_input_scale: float | None = None,
     ) -> None:
         super().__init__()
         if num_layers < 1 or hidden_size < 1:
@@ -69,6 +70,7 @@ class LoopRNN(Cell, nn.Module):
         self.dropout = float(dropout) if num_layers > 1 else 0.0
         self.init = check_init(init)
         self.init_scale = init_scale
+        self.init_input_scale = init_input_scale
         directions = 2 if bidirectional else 1
         self._names: list[str] = []
         for layer in range(num_layers):
@@ -102,7 +104,8 @@ class LoopRNN(Cell, nn.Module):
     def reset_parameters(self) -> None:
         """torch's uniform default, then ``init``; subclasses add their bias conventions."""
         uniform_(self, self.hidden_size)
-        apply_init(self, self.init, self.init_scale, self.hidden_size)
+        apply_init(self, self.init, self.init_scale, self.hidden_size,
+                   input_scale=self.init_input_scale)  # fmt: skip
 
     def input_projection(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
         """``x`` ``(..., I)`` -> ``(..., G)``: the part of every step that does not recur."""
@@ -178,6 +181,28 @@ class ElmanType(LoopRNN):
     """
 
     leak_rate: float = 1.0
+
+    def reset_parameters(self) -> None:
+        """As :class:`LoopRNN`; with ``init="esn"`` every layer's ``W_eff`` is then brought
+        to the spectral radius ``init_scale`` [1.1]: the init set each recurrent tensor
+        (``W_hh``, jordan's ``U_y``) sparse, and scaling them all by ``c`` scales ``W_eff``
+        (``W_hh``, ``U_y V (+ W_hh)``, clockwork's masked ``W_hh``) by ``c``."""
+        super().reset_parameters()
+        if self.init == "esn":
+            self._scale_recurrence(init_scale_of("esn", self.init_scale))
+
+    def _scale_recurrence(self, radius: float) -> None:
+        """Scale each layer's and direction's recurrent tensors so that ``W_eff`` has
+        spectral radius ``radius``."""
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                for direction in range(2 if self.bidirectional else 1):
+                    tensors = self.layer_tensors(layer, direction)
+                    rho = spectral_radius(self.recurrent_weight(tensors))
+                    if rho > 0:
+                        for base in ("weight_hh", "weight_yh"):
+                            if base in tensors:
+                                tensors[base].mul_(radius / rho)
 
     def recurrent_weight(self, p: dict[str, Tensor]) -> Tensor:
         """``W_eff`` ``(H, H)`` from one layer's tensors."""

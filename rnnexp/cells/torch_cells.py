@@ -17,14 +17,20 @@ from rnnexp.cells.common import apply_init, check_init
 
 class FusedCell(Cell):
     """What elman, lstm and gru add to their torch module: the common options (``init``,
-    ``init_scale``, ``learn_h0``), ``forward(x, state=None)``, which starts from the
-    learned initial state when there is one, and the per-step form."""
+    ``init_scale``, ``init_input_scale``, ``learn_h0``), ``forward(x, state=None)``, which
+    starts from the learned initial state when there is one, and the per-step form."""
 
     n_states = 1  # h (2 for LSTMs: h and c)
 
-    def _setup(self, init: str, init_scale: float | None, learn_h0: bool) -> None:
+    def _setup(
+        self,
+        init: str,
+        init_scale: float | None,
+        learn_h0: bool,
+        init_input_scale: float | None = None,
+    ) -> None:
         self.init = check_init(init)
-        apply_init(self, init, init_scale, self.hidden_size)
+        apply_init(self, init, init_scale, self.hidden_size, input_scale=init_input_scale)
         directions = 2 if self.bidirectional else 1
         self._init_state(learn_h0, self.n_states, (self.num_layers * directions, self.hidden_size))
 
@@ -76,8 +82,11 @@ class Elman(FusedCell, nn.RNN):
             ``orthogonal``, ``identity``, ``xavier``, ``normal``, and Pascanu et al. 2013's
             ``sigmoid_small`` (``N(0, 0.01^2)``), ``tanh_basic`` (``N(0, 0.1^2)``),
             ``tanh_smart`` (``W_ih`` ``N(0, 0.01^2)``, ``W_hh`` 15 non-zeros a row at
-            spectral radius 0.95).
+            spectral radius 0.95), and Sutskever et al. 2013's ``esn`` (``W_ih``
+            ``N(0, 0.001^2)``, ``W_hh`` 15 non-zeros a row at spectral radius 1.1).
         init_scale: gain / std / radius of ``init`` (``None``: the init's default).
+        init_input_scale: std of ``W_ih`` under the inits that draw it from a normal
+            (``None``: the init's own; Sutskever et al. use 0.1 on memorization).
 
     Shapes: ``x`` ``(B, T, I)``; ``state`` ``(L * D, B, H)``; returns
     ``(outputs (B, T, D * H), h_n (L * D, B, H))``.
@@ -96,6 +105,7 @@ class Elman(FusedCell, nn.RNN):
         learn_h0: bool = False,
         init: str = "default",
         init_scale: float | None = None,
+        init_input_scale: float | None = None,
     ) -> None:
         super().__init__(
             input_size,
@@ -106,7 +116,7 @@ class Elman(FusedCell, nn.RNN):
             dropout=dropout if num_layers > 1 else 0.0,
             bidirectional=bidirectional,
         )
-        self._setup(init, init_scale, learn_h0)
+        self._setup(init, init_scale, learn_h0, init_input_scale)
 
     def step(
         self, xw_t: Tensor, state: LayerState, p: dict[str, Tensor], t: int

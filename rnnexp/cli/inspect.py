@@ -1,6 +1,6 @@
 """``rnnexp inspect``: look inside a trained run.
 
-Two pictures, each a PNG, SVG or PDF by the output file's suffix:
+Two pictures, each a PNG, SVG or PDF by the output file's suffix, and a page:
 
 * **gates** (the default): for a few test sequences of the run's task, the input, every
   gate of one layer (the top one by default) over time, the cell state ``c`` (LSTMs) and
@@ -15,6 +15,10 @@ Two pictures, each a PNG, SVG or PDF by the output file's suffix:
   colour per checkpoint the run kept (``train.keep_checkpoints=N`` keeps
   ``checkpoints/step_<k>.pt``; ``last.pt`` is always drawn), as the
   :class:`rnnexp.train.callbacks.Eigenvalues` callback draws one evaluation.
+* **text** (``--text FILE_OR_STRING``, a character language model): Karpathy et al. 2015's
+  views, in :mod:`rnnexp.cli.inspect_text`: the text coloured by a unit's activation (an
+  HTML page and a PNG), the units most correlated with quotes, the position in the line
+  and brackets, and the gates' saturation.
 """
 
 from __future__ import annotations

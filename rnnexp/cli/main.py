@@ -300,7 +300,8 @@ def inspect(
         "--output",
         "-o",
         help="The figure: .png, .svg or .pdf (default: RUN/plots/gates.png, with "
-        "--eigenvalues RUN/plots/eigenvalues_over_training.png).",
+        "--eigenvalues RUN/plots/eigenvalues_over_training.png; with --text the .html "
+        "page, RUN/plots/text.html).",
         show_default=False,
     ),
     eigenvalues: bool = typer.Option(
@@ -311,15 +312,53 @@ def inspect(
     ),
     sequences: int = typer.Option(3, "--sequences", "-n", help="Test sequences (columns)."),
     units: int = typer.Option(4, "--units", help="Units drawn as lines (those that vary most)."),
-    layer: int = typer.Option(-1, "--layer", help="The layer to draw (-1: the top one)."),
+    layer: int = typer.Option(
+        None,
+        "--layer",
+        help="The layer to draw (default: the top one; -1 counts back; --text: all).",
+        show_default=False,
+    ),
     which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+    text: str = typer.Option(
+        None,
+        "--text",
+        show_default=False,
+        help="A char LM's units over a text (a file, or the text itself): an HTML page and "
+        "PNGs (default: RUN/plots/text.html), the units most correlated with quotes, line "
+        "position, brackets, and the gate saturation (Karpathy et al. 2015).",
+    ),
+    unit: int = typer.Option(
+        None,
+        "--unit",
+        show_default=False,
+        help="With --text: the unit to colour by (default: the most correlated one).",
+    ),
+    state: str = typer.Option(
+        None,
+        "--state",
+        show_default=False,
+        help="With --text: c (an LSTM's cell state; the default with --unit) or h.",
+    ),
+    max_chars: int = typer.Option(5000, "--max-chars", help="With --text: characters read."),
 ) -> None:
     """Look inside a trained net: for a few test sequences, its gates (keep/write/read),
     cell state and hidden state over time (an Elman net: its hidden activations), e.g.
     [bold]rnnexp inspect outputs/latch/lstm/<run>[/]; [bold]--eigenvalues[/]: the recurrent
-    eigenvalues with the unit circle over training."""
+    eigenvalues with the unit circle over training; [bold]--text FILE[/]: a char LM's units
+    coloured over a text, those that track quotes, line position or brackets."""
     from rnnexp.cli.inspect import inspect_eigenvalues, inspect_gates
 
+    if text is not None:
+        from rnnexp.cli.inspect_text import inspect_text, report
+
+        if eigenvalues:
+            raise RnnexpError("--text and --eigenvalues draw different things; give one")
+        report(inspect_text(run, text, output, which, unit, state, layer, max_chars,
+                            overrides or []), console)  # fmt: skip
+        return
+    if unit is not None or state is not None:
+        raise RnnexpError("--unit and --state choose the unit of --text; add --text FILE")
+    layer = -1 if layer is None else layer
     if eigenvalues:
         result = inspect_eigenvalues(run, output, overrides or [])
         drawn = f"steps {', '.join(map(str, result.steps))}; matrices {', '.join(result.rows)}"
@@ -329,6 +368,39 @@ def inspect(
                  f"{result.units}; rows {', '.join(result.rows)}")  # fmt: skip
     console.print(f"{result.cell} on {result.task}: {drawn}", highlight=False, soft_wrap=True)
     console.print(f"written to {result.output}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(
+        ..., help="A run folder (outputs/...) or a checkpoint .pt file.", readable=False
+    ),
+    fmt: str = typer.Option(
+        "safetensors",
+        "--format",
+        "-f",
+        help="safetensors (the weights, with the config that rebuilds them; no pickle) or "
+        "onnx (the forward of an elman, lstm or gru net; dynamic batch and time).",
+    ),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "--out",
+        "-o",
+        help="The file (default: RUN/model.safetensors or RUN/model.onnx; with "
+        "--checkpoint last RUN/model_last.*).",
+        show_default=False,
+    ),
+    which: str = typer.Option("best", "--checkpoint", "-c", help="best or last (for a folder)."),
+) -> None:
+    """Export a trained model for other programs, checked against the PyTorch model: its
+    weights as [bold]safetensors[/] (torch's state_dict names; config, task state and
+    rnnexp version as metadata) or its forward as [bold]onnx[/], e.g. [bold]rnnexp export
+    outputs/charlm/lstm/<run> --format onnx[/]."""
+    from rnnexp.cli.export import export_run
+
+    for line in export_run(run, fmt, which, output).lines():
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _cells_table(input_size: int, hidden_size: int) -> Table:

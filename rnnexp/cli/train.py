@@ -31,13 +31,21 @@ from rich.console import Console
 from rnnexp import __version__
 from rnnexp.config import CONFIG_NAME, CONFIG_PATH
 from rnnexp.errors import RnnexpError, print_error
+from rnnexp.report.load import read_metrics
 from rnnexp.schema import check_config
 from rnnexp.tasks.base import metric_mode
 from rnnexp.train.callbacks import History
+from rnnexp.train.checkpoint import Checkpoint
 from rnnexp.train.loop import train
 from rnnexp.train.record import RunRecord, git_commit
 from rnnexp.train.resume import resume_command
-from rnnexp.train.sweep import JobSignals, exit_code, note_job
+from rnnexp.train.sweep import (
+    JobSignals,
+    exit_code,
+    note_job,
+    requeued_checkpoint,
+    rewind_history,
+)
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -114,6 +122,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         check_config(cfg)  # a bad key or value (rnnexp.schema): before anything is built
         check_objective(cfg)
+        requeues = continue_requeued(cfg, hydra_cfg, run_dir)
         if cfg.train.num_threads is None and (jobs := parallel_jobs(hydra_cfg)) > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))  # no oversubscription
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if k[:6] != "hydra/"}
@@ -130,6 +139,7 @@ def run_job(cfg: DictConfig) -> float | None:
             torch_threads=torch.get_num_threads(),
             command=" ".join(sys.argv),
             **git_commit(),
+            **({"requeues": requeues} if requeues else {}),
         )
     except RnnexpError as err:
         return failed(RunRecord(run_dir, write=False, overrides=overrides), err, sweeping)
@@ -148,6 +158,11 @@ def run_job(cfg: DictConfig) -> float | None:
         if sweeping:
             raise
         sys.exit(exit_code(err))
+    except SystemExit:  # submitit's signal handler requeued the job (time limit, preemption)
+        note = "stopped by the scheduler and requeued: the job continues from checkpoints/last.pt"
+        record.finish(status="interrupted", note=f"{note} at step {record.data.get('steps')}")
+        log.warning("%s at step %s", note, record.data.get("steps"))
+        raise
     except Exception as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         if sweeping:  # a bug: its traceback in the job's log
@@ -158,6 +173,23 @@ def run_job(cfg: DictConfig) -> float | None:
         if signals is not None:  # None off the main thread
             signals.restore()
     return value
+
+
+def continue_requeued(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path) -> int:
+    """A submitit job started again in its own folder (requeued after a time limit or a
+    preemption, :func:`rnnexp.train.sweep.requeued_checkpoint`) continues its run from
+    ``checkpoints/last.pt``: ``train.resume`` is set to the folder and ``history.csv``
+    rewound to that checkpoint's step. Returns how many times the job was requeued (0: its
+    first start, or nothing to continue from)."""
+    last = requeued_checkpoint(hydra_cfg, run_dir) if cfg.train.resume is None else None
+    if last is None:
+        return 0
+    step = Checkpoint.load(last).step
+    rewind_history(run_dir / History.FILE, step)
+    cfg.train.resume = str(run_dir)
+    before = read_metrics(run_dir) or {}
+    log.info("requeued: continuing %s from checkpoints/last.pt (step %d)", run_dir, step)
+    return int(before.get("requeues") or 0) + 1
 
 
 def check_objective(cfg: DictConfig) -> None:
@@ -205,8 +237,9 @@ def objective_value(cfg: DictConfig, data: dict, run_dir: Path) -> float | None:
 
 
 def check_extras(argv: list[str]) -> None:
-    """A sweep with a sweeper plugin that is not installed is one line naming the extra
-    that installs it (``hparams_search=...`` picks the Optuna sweeper)."""
+    """A sweep with a sweeper or launcher plugin that is not installed is one line naming
+    the extra that installs it (``hparams_search=...`` picks the Optuna sweeper,
+    ``hydra/launcher=slurm`` submitit's launcher)."""
     wants_optuna = any(
         arg.lstrip("+").startswith("hparams_search=") or arg == "hydra/sweeper=optuna"
         for arg in argv
@@ -215,6 +248,13 @@ def check_extras(argv: list[str]) -> None:
         raise RnnexpError(
             "hparams_search needs the Optuna sweeper (hydra-optuna-sweeper), which is not "
             "installed; pip install 'rnnexp[optuna]'"
+        )
+    launcher = next((a.partition("=")[2] for a in argv if a.startswith("hydra/launcher=")), "")
+    wants_submitit = launcher == "slurm" or launcher.startswith("submitit_")
+    if wants_submitit and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+        raise RnnexpError(
+            f"hydra/launcher={launcher} needs submitit's launcher (hydra-submitit-launcher), "
+            "which is not installed; pip install 'rnnexp[slurm]'"
         )
 
 

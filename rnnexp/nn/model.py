@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -16,6 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnexp.cells.base import Cell, unroll
 from rnnexp.cells.common import HEAD_STD
 from rnnexp.cells.torch_cells import FusedCell
+from rnnexp.config import build
 from rnnexp.errors import RnnexpError
 from rnnexp.nn.crf import CRF, CRFScores
 from rnnexp.nn.encoders import WordEncoder, word_embedding
@@ -323,8 +323,9 @@ def build_model(cfg: DictConfig, spec: TaskSpec) -> SequenceModel:
     # model.bidirectional=null: the task's default (true for the text tasks)
     bidirectional = model_cfg.get("bidirectional")
     bidirectional = spec.bidirectional if bidirectional is None else bool(bidirectional)
-    rnn = instantiate(
+    rnn = build(  # a bad cell option is one line (the cell's RnnexpError), not Hydra's
         cfg.cell,
+        "cell",
         input_size=features,
         hidden_size=model_cfg.hidden_size,
         num_layers=model_cfg.num_layers,

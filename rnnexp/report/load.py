@@ -9,6 +9,7 @@ torch), so that ``rnnexp report`` and the sweep bookkeeping start without torch.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,12 @@ METRICS_FILE = "metrics.json"  # a run folder's record of itself (rnnexp.train.r
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of the whole sweep, at the sweep folder's top
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# A job folder: its job number, then (sweeps since job folders were named) "_" and its
+# overrides (conf/config.yaml's hydra.sweep.subdir, :func:`job_dirname`): 0, 12, 3_cell=gru
+JOB_DIR = re.compile(r"(\d+)(?:_.*)?", re.DOTALL)
+JOB_DIRNAME_MAX = 120
+"""The longest job folder name :func:`job_dirname` makes (file systems allow 255 bytes)."""
+UNSAFE = re.compile(r"[^A-Za-z0-9._,=+~-]")
 
 # Job states as the report counts them; `running` and `interrupted` are both unfinished.
 COMPLETED, FAILED, UNFINISHED, MISSING = "completed", "failed", "unfinished", "missing"
@@ -34,7 +41,7 @@ class Job:
     """One job folder of a sweep, as read from disk."""
 
     name: str
-    """The folder name: ``0``, ``1``, ..."""
+    """The job number, as text: ``0``, ``1``, ... (what reports and messages call it)."""
     status: str
     """``completed``, ``failed``, ``running``, ``interrupted`` or ``missing`` (no metrics.json)."""
     overrides: dict[str, str]
@@ -45,6 +52,9 @@ class Job:
     """Why the job failed, or what is wrong with its files."""
     metric: str | None = None
     """The task's main metric (``best.metric``), when recorded."""
+    folder: str | None = None
+    """The folder name (``3_cell=gru,train.seed=1``, or ``3`` in older sweeps); ``None``
+    for a job that never started."""
 
     @property
     def state(self) -> str:
@@ -138,36 +148,59 @@ def read_plan(sweep: Path) -> SweepPlan | None:
         return SweepPlan(f"BasicSweeper (cannot expand its overrides: {err})", None)
 
 
+def job_dirname(num: int | str, overrides: str = "") -> str:
+    """A sweep job's folder name: its number, then ``_`` and its overrides as Hydra's
+    ``hydra.job.override_dirname`` gives them (``cell=gru,optim.lr=0.001``), with every
+    character other than letters, digits and ``._,=+~-`` (``/``, spaces, brackets, ...)
+    replaced by ``_`` and cut to :data:`JOB_DIRNAME_MAX` characters; just the number
+    when there are none. The ``rnnexp.job_dir`` resolver of ``hydra.sweep.subdir``."""
+    name = str(num)
+    if overrides:
+        name = f"{name}_{UNSAFE.sub('_', str(overrides))}"
+    return name[:JOB_DIRNAME_MAX]
+
+
+def job_number(name: str) -> int | None:
+    """The job number of a job folder's name (``3_cell=gru`` -> 3, ``12`` -> 12), or
+    ``None`` for a name that is not a job folder's (``.submitit``, ``report_pivot.png``)."""
+    match = JOB_DIR.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def find_job_dirs(sweep: Path) -> list[Path]:
-    """The job folders (named 0, 1, 2, ...) of a sweep folder, in job order; none (no
-    job started yet) is fine for a folder with a ``multirun.yaml``."""
+    """The job folders of a sweep folder (``0_cell=gru,...``, or ``0``, ``1``, ... in older
+    sweeps), in job order; none (no job started yet) is fine for a folder with a
+    ``multirun.yaml``."""
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise RnnexpError(
             f"{sweep} is not a folder; give a sweep folder such as outputs/multirun/<timestamp>"
         )
     jobs = sorted(
-        (p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+        (p for p in sweep.iterdir() if p.is_dir() and job_number(p.name) is not None),
+        key=lambda p: (job_number(p.name), p.name),
     )
     if not jobs and not (sweep / MULTIRUN_FILE).is_file():
         sweeps = sorted(p.name for p in sweep.iterdir() if p.is_dir() and _holds_jobs(p))
         hint = f" (it holds sweeps: pick one, e.g. {sweep / sweeps[-1]})" if sweeps else ""
         raise RnnexpError(
-            f"{sweep} holds no job folders (0, 1, 2, ...); give one sweep folder "
-            f"such as outputs/multirun/<timestamp>{hint}"
+            f"{sweep} holds no job folders (0_<overrides>, 1_<overrides>, ...); give one "
+            f"sweep folder such as outputs/multirun/<timestamp>{hint}"
         )
     return jobs
 
 
 def _holds_jobs(folder: Path) -> bool:
-    """Whether ``folder`` has a job folder (``0``, ``1``, ...) with Hydra files in it."""
-    return any(p.name.isdigit() and (p / ".hydra").is_dir() for p in folder.iterdir())
+    """Whether ``folder`` has a job folder (``0_...``, or ``0``) with Hydra files in it."""
+    return any(job_number(p.name) is not None and (p / ".hydra").is_dir() for p in folder.iterdir())
 
 
 def load_job(job_dir: Path) -> Job:
     """Read one job folder. A missing metrics.json gives status ``missing``; unreadable
     files give ``failed`` with the reason in ``error``, so no job is ever dropped."""
     job_dir = Path(job_dir)
+    num = job_number(job_dir.name)
+    label = job_dir.name if num is None else str(num)  # what reports call the job
     error = None
     overrides: list[str] | None = None
     try:
@@ -180,11 +213,11 @@ def load_job(job_dir: Path) -> Job:
     try:
         data = read_metrics(job_dir / METRICS_FILE)
     except ValueError as err:  # "unreadable metrics.json: ..."
-        return Job(job_dir.name, FAILED, parse_overrides(overrides or []), error=str(err))
+        return Job(label, FAILED, parse_overrides(overrides or []), error=str(err),
+                   folder=job_dir.name)  # fmt: skip
     if data is None:
-        return Job(
-            job_dir.name, MISSING, parse_overrides(overrides or []), error=f"no {METRICS_FILE}"
-        )
+        return Job(label, MISSING, parse_overrides(overrides or []), error=f"no {METRICS_FILE}",
+                   folder=job_dir.name)  # fmt: skip
 
     if overrides is None:
         overrides = [str(o) for o in data.get("overrides") or []]
@@ -198,18 +231,19 @@ def load_job(job_dir: Path) -> Job:
         error = str(data.get("error") or "failed (no error recorded)")
     best = data.get("best")
     metric = best.get("metric") if isinstance(best, dict) else None
-    return Job(job_dir.name, status, parse_overrides(overrides), final, error, metric)
+    return Job(label, status, parse_overrides(overrides), final, error, metric, job_dir.name)
 
 
 def load_sweep(sweep: Path, plan: SweepPlan | None = None) -> list[Job]:
     """Every job of a sweep folder, in job order: each job folder, and each job of ``plan``
     (by default :func:`read_plan` of the folder) that has no folder, as ``missing`` with
     the overrides it would have run with."""
-    jobs = {int(d.name): load_job(d) for d in find_job_dirs(sweep)}
+    jobs = [(job_number(d.name), load_job(d)) for d in find_job_dirs(sweep)]
     plan = read_plan(sweep) if plan is None else plan
     expected = plan.jobs if plan is not None and plan.jobs is not None else []
+    started = {num for num, _ in jobs}
     for num, overrides in enumerate(expected):
-        if num not in jobs:
+        if num not in started:
             reason = f"never started (listed in {MULTIRUN_FILE})"
-            jobs[num] = Job(str(num), MISSING, parse_overrides(overrides), error=reason)
-    return [jobs[num] for num in sorted(jobs)]
+            jobs.append((num, Job(str(num), MISSING, parse_overrides(overrides), error=reason)))
+    return [job for _, job in sorted(jobs, key=lambda pair: (pair[0], pair[1].folder or ""))]

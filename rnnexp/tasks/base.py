@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,7 +320,7 @@ class SyntheticTask(Task):
             offset = {"train": 0, "val": 1, "test": 2}[split]
             generator = torch.Generator().manual_seed(HELD_OUT_SEED_BASE + 3 * self.seed + offset)
             size = self.num_examples["val" if split == "train" else split]
-            draw = self.sample_train if split == "train" else self.sample
+            draw = self.held_out_draw(split)
             remaining, chunks = size, []
             while remaining > 0:
                 size = min(self.eval_batch_size, remaining)
@@ -328,6 +328,11 @@ class SyntheticTask(Task):
                 remaining -= size
             self._held_out[split] = chunks
         return self._held_out[split]
+
+    def held_out_draw(self, split: str) -> Callable[[int, torch.Generator], Batch]:
+        """How the fixed ``split`` set draws its chunks: :meth:`sample_train` for ``train``,
+        :meth:`sample` (the held-out distribution) for ``val`` and ``test``."""
+        return self.sample_train if split == "train" else self.sample
 
     def diagnostics_batch(self) -> Batch:
         return self.held_out("val")[0]

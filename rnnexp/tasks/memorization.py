@@ -1,14 +1,15 @@
 """Noiseless memorization (Martens & Sutskever 2011's form of Hochreiter & Schmidhuber
-1997's long-lag problems), as used by Pascanu, Mikolov & Bengio 2013 (code:
-pascanur/trainingRNNs).
+1997's long-lag problems), as used by Pascanu, Mikolov & Bengio 2013, laid out as in
+their code (pascanur/trainingRNNs, ``memorization.py`` and ``RNN.py``).
 
 A pattern of ``n_pos`` symbols, each one of ``n_values``, is shown first; ``l`` blank
-steps follow; then a "go" cue at step ``l + n_pos``; then ``n_pos`` more blank inputs,
-during which the net must output the pattern in order. Before that its target is the
-blank class. Inputs are one-hot over ``n_values + 2`` symbols (values, blank, go);
-outputs classify every step over ``n_values + 1`` classes (values, blank). A sequence is
-wrong if any of its ``n_pos`` pattern steps is. 5-bit: 2 values x 5 positions (the
-default); ">20-bit": 5 values x 10 positions. See ``tasks/memorization/README.md``.
+steps follow; then a "go" cue at step ``n_pos + l``, then ``n_pos - 1`` more blanks. From
+the cue step on (``n_pos`` steps) the net must output the pattern in order; before that
+its target is the blank class. Inputs are one-hot over ``n_values + 2`` symbols (values,
+blank, go); outputs classify every step over ``n_values + 1`` classes (values, blank). A
+sequence is wrong if any of its steps is (blank targets too, as the code's
+``report='all'``). 5-bit: 2 values x 5 positions (the default); ">20-bit": 5 values x 10
+positions (the code's default). See ``tasks/memorization/README.md``.
 """
 
 from __future__ import annotations
@@ -23,17 +24,27 @@ from rnnexp.tasks.pascanu import SOLVED_ERROR_RATE, PascanuTask, classification_
 
 
 class MemorizationTask(PascanuTask):
-    """Sequence-to-sequence classification: inputs ``(B, 2 n_pos + l + 1, n_values + 2)``,
-    targets ``(B, 2 n_pos + l + 1)`` class ids (``n_values`` is the blank class).
+    r"""Sequence-to-sequence classification: inputs ``(B, l + 2 n_pos, n_values + 2)``
+    one-hot, targets ``(B, l + 2 n_pos)`` class ids (``n_values`` is the blank class).
+
+    .. code-block:: text
+
+        step     0 .. n_pos-1   n_pos .. n_pos+l-1   n_pos+l      n_pos+l+1 .. l+2 n_pos-1
+        input    pattern        blank                go           blank
+        target   blank          blank                pattern[0]   pattern[1 ..]
 
     Args:
-        length: ``T``, the blanks between pattern and cue; each batch's ``l`` is drawn
-            from ``[T, 1.1 T)``.
+        length: ``l``, the blanks between pattern and cue (exactly ``length``, or drawn
+            per batch: :class:`PascanuTask`).
         n_values: symbols a pattern position can take.
         n_pos: positions in the pattern.
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
         train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
+        variable_length: ``False`` (default, as the paper's code): every sequence has
+            ``l = length`` blanks; ``True``: each batch's ``l`` from ``[T, 1.1 T)``.
+        val_lengths: the validation set's lengths as the test set's (``test``) or as the
+            training batches' (``train``, as the paper's code).
     """
 
     name = "memorization"
@@ -51,10 +62,20 @@ class MemorizationTask(PascanuTask):
         num_test: int = 1000,
         eval_batch_size: int = 250,
         train_min_length: int | None = None,
+        variable_length: bool = False,
+        val_lengths: str = "test",
         name: str = "memorization",
     ) -> None:
         super().__init__(
-            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+            length,
+            solved_error_rate,
+            seed,
+            num_val,
+            num_test,
+            eval_batch_size,
+            train_min_length,
+            variable_length,
+            val_lengths,
         )
         if n_values < 2 or n_pos < 1:
             raise RnnexpError(f"task.n_values={n_values} must be >= 2 and task.n_pos={n_pos} >= 1")
@@ -64,25 +85,18 @@ class MemorizationTask(PascanuTask):
         self.output_size = n_values + 1
 
     def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
-        n_pos, total = self.n_pos, 2 * self.n_pos + steps + 1
+        n_pos, total = self.n_pos, steps + 2 * self.n_pos
         pattern = torch.randint(0, self.n_values, (batch_size, n_pos), generator=generator)
         symbols = torch.full((batch_size, total), self.blank)
         symbols[:, :n_pos] = pattern
         symbols[:, n_pos + steps] = self.go  # the cue at step l + n_pos
         targets = torch.full((batch_size, total), self.blank)
-        targets[:, -n_pos:] = pattern  # the n_pos steps after the cue
+        targets[:, -n_pos:] = pattern  # recalled from the cue step on
         return Batch(inputs=F.one_hot(symbols, self.input_size).float(), targets=targets)
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(output.transpose(1, 2), batch.targets)  # mean over all steps
 
-    def pattern_mask(self, targets: Tensor) -> Tensor:
-        """``(B, S)`` bool: the steps where the pattern must be output (the last n_pos)."""
-        mask = torch.zeros_like(targets, dtype=torch.bool)
-        mask[:, -self.n_pos :] = True
-        return mask
-
     def score(self, outputs: list[Tensor], batches: list[Batch]) -> dict[str, float]:
-        targets = [b.targets for b in batches]
-        masks = [self.pattern_mask(t) for t in targets]
-        return classification_score(outputs, targets, masks, self.solved_error_rate)
+        targets = [b.targets for b in batches]  # every step counts, blank targets too
+        return classification_score(outputs, targets, solved_error_rate=self.solved_error_rate)

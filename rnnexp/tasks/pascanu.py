@@ -6,13 +6,18 @@ multiplication, temporal order, random permutation, noiseless memorization). The
 common protocol, implemented once here:
 
 - the length ``l`` of each minibatch is drawn uniformly from the integers in
-  ``[T, 1.1 T)``, i.e. ``T <= l < ceil(1.1 T)`` (just ``T`` when ``T < 10``); all
-  sequences of one batch share it, so no padding and no ``lengths`` are needed. The
-  held-out sets are made of chunks of ``eval_batch_size`` sequences, each chunk with its
-  own length. With ``train_min_length`` the training batches draw from
-  ``[train_min_length, 1.1 T)`` instead, as the paper's code does when its
-  ``min_length`` is below its ``max_length`` (one model trained on lengths 50 to 200);
-  the held-out sets keep ``[T, 1.1 T)``;
+  ``[T, 1.1 T)``, i.e. ``T <= l < ceil(1.1 T)`` (just ``T`` when ``T < 10``), as the
+  code's adding and multiplication generators do; with ``variable_length=False`` (the
+  default of temporal order, permutation and memorization, whose generators in the code
+  take the length as given) ``l = T`` (:func:`draw_exact_length`). All sequences of one
+  batch share ``l``, so no padding and no ``lengths`` are needed. The held-out sets are
+  made of chunks of ``eval_batch_size`` sequences, each chunk with its own length. With
+  ``train_min_length`` the training batches draw from ``[train_min_length, 1.1 T)``
+  (exact lengths: ``[train_min_length, T)``, the code's ``[min_length, max_length)``)
+  instead, as the paper's code does when its ``min_length`` is below its ``max_length``
+  (one model trained on lengths 50 to 200); the test set keeps ``T``'s lengths, and so
+  does the validation set unless ``val_lengths="train"`` (the code's validation draws
+  its lengths as training does);
 - relevant events sit at a uniform position in a window ``[a l, b l)`` given as a
   fraction of the sequence length (:func:`window_positions`);
 - a test sequence is wrong when its squared error exceeds 0.04 (real-valued targets) or
@@ -28,6 +33,8 @@ a sequence correct when ``|error| < 0.04`` (``task.criterion=hs97``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -39,6 +46,7 @@ SQUARED_ERROR_TOLERANCE = 0.04  # Pascanu 2013: a real-valued output is wrong ab
 ABS_ERROR_TOLERANCE = 0.04  # HS97 exp. 4: a sequence is correct when |error| is below this
 SOLVED_ERROR_RATE = 0.01  # a run succeeds when fewer than 1% of test sequences are wrong
 FORMS = ("pascanu", "hs97")  # task.form of adding / multiplication
+VAL_LENGTHS = ("test", "train")  # task.val_lengths: as the test set's, or the training batches'
 CRITERIA = ("pascanu", "hs97")  # task.criterion: squared error > 0.04, or |error| >= 0.04
 HS97_FIRST_WINDOW = 10  # HS97: X1 is one of the first ten pairs
 HS97_MIN_LENGTH = HS97_FIRST_WINDOW + 1  # so that X1 never falls on the last pair
@@ -50,6 +58,15 @@ def draw_length(length: int, generator: torch.Generator, shortest: int | None = 
     high = max(length + 1, -(-11 * length // 10))  # ceil(1.1 length) in exact integers
     low = length if shortest is None else shortest
     return int(torch.randint(low, high, (1,), generator=generator).item())
+
+
+def draw_exact_length(length: int, generator: torch.Generator, shortest: int | None = None) -> int:
+    """``length`` itself; with ``shortest < length``, uniform over the integers in
+    ``[shortest, length)``, as the paper's code draws ``min_length + randint(max_length -
+    min_length)`` (``max_length`` itself never comes up)."""
+    if shortest is None or shortest >= length:
+        return length
+    return int(torch.randint(shortest, length, (1,), generator=generator).item())
 
 
 def draw_hs97_length(length: int, generator: torch.Generator, shortest: int | None = None) -> int:
@@ -65,6 +82,10 @@ def window(steps: int, start: float, stop: float) -> tuple[int, int]:
 
     Fractions are rounded to tenths and computed in integers (no float surprises); a
     window with no integer in it (very short sequences) becomes the single step ``lo``.
+    The paper's code writes a window as ``floor(start l) + randint(floor(w l))`` (``w``
+    its width): the same steps when ``l`` is a multiple of 10; otherwise this window may
+    start and end one step later (``l = 55``, ``[0.1 l, 0.2 l)``: ``[6, 11)`` here,
+    ``[5, 10)`` there).
     """
     lo = -(-round(10 * start) * steps // 10)  # ceil
     hi = -(-round(10 * stop) * steps // 10)
@@ -166,18 +187,25 @@ def classification_score(
 
 
 class PascanuTask(SyntheticTask):
-    """A Pascanu-2013 task: a batch's length drawn from ``[length, 1.1 length)``.
+    """A Pascanu-2013 task: a batch's length drawn from ``[length, 1.1 length)``, or
+    ``length`` itself.
 
     Subclasses implement :meth:`sample_length` (a batch of one given length),
     :meth:`loss` and :meth:`score`.
 
     Args:
-        length: ``T``, the shortest sequence length of the held-out sets.
+        length: ``T``, the (shortest) sequence length of the held-out sets.
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
         train_min_length: when given, each training batch's length is drawn from
-            ``[train_min_length, 1.1 length)`` (shorter sequences mixed in, as in the
-            paper's code); ``None``: from ``[length, 1.1 length)`` like the held-out sets.
+            ``[train_min_length, 1.1 length)`` (exact lengths: ``[train_min_length,
+            length)``; shorter sequences mixed in, as in the paper's code); ``None``: as
+            the held-out sets.
+        variable_length: ``True``: lengths from ``[length, 1.1 length)``
+            (:func:`draw_length`); ``False``: exactly ``length`` (:func:`draw_exact_length`).
+        val_lengths: ``test``: the validation set draws its lengths as the test set does;
+            ``train``: as the training batches do (with ``train_min_length``, the
+            paper's code's validation on its whole training range).
     """
 
     encoder = "linear"
@@ -195,8 +223,14 @@ class PascanuTask(SyntheticTask):
         num_test: int,
         eval_batch_size: int,
         train_min_length: int | None = None,
+        variable_length: bool = True,
+        val_lengths: str = "test",
     ) -> None:
         super().__init__(seed, num_val, num_test, eval_batch_size)
+        if val_lengths not in VAL_LENGTHS:
+            raise RnnexpError(
+                f"task.val_lengths={val_lengths!r}: choose one of {', '.join(VAL_LENGTHS)}"
+            )
         if length < self.min_length:
             raise RnnexpError(f"task.length={length} must be >= {self.min_length}")
         if train_min_length is not None and not self.min_length <= train_min_length <= length:
@@ -207,10 +241,20 @@ class PascanuTask(SyntheticTask):
         self.length = length
         self.solved_error_rate = solved_error_rate
         self.train_min_length = train_min_length
+        self.variable_length, self.val_lengths = variable_length, val_lengths
 
     def draw_steps(self, generator: torch.Generator, shortest: int | None = None) -> int:
-        """One batch's length: :func:`draw_length` (``[T, 1.1 T)``, or from ``shortest``)."""
+        """One batch's length: :func:`draw_length` (``[T, 1.1 T)``, or from ``shortest``),
+        or :func:`draw_exact_length` (``T``, or ``[shortest, T)``) without
+        ``variable_length``."""
+        if not self.variable_length:
+            return draw_exact_length(self.length, generator, shortest)
         return draw_length(self.length, generator, shortest)
+
+    def held_out_draw(self, split: str) -> Callable[[int, torch.Generator], Batch]:
+        if split == "val" and self.val_lengths == "train":
+            return self.sample_train
+        return super().held_out_draw(split)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         return self.sample_length(batch_size, self.draw_steps(generator), generator)

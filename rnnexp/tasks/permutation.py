@@ -22,11 +22,15 @@ class PermutationTask(LastStepClassificationTask):
     the first symbol (0 or 1).
 
     Args:
-        length: ``T``; each batch's length ``l`` is drawn from ``[T, 1.1 T)``.
+        length: ``T``, the sequence length (:class:`PascanuTask`).
         num_symbols: size of the one-hot input (the paper: 100).
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
         train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
+        variable_length: ``False`` (default, as the paper's code): every sequence has
+            ``T`` steps; ``True``: each batch's from ``[T, 1.1 T)`` (:class:`PascanuTask`).
+        val_lengths: the validation set's lengths as the test set's (``test``) or as the
+            training batches' (``train``, as the paper's code).
     """
 
     name = "permutation"
@@ -42,10 +46,20 @@ class PermutationTask(LastStepClassificationTask):
         num_test: int = 1000,
         eval_batch_size: int = 250,
         train_min_length: int | None = None,
+        variable_length: bool = False,
+        val_lengths: str = "test",
         name: str = "permutation",
     ) -> None:
         super().__init__(
-            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+            length,
+            solved_error_rate,
+            seed,
+            num_val,
+            num_test,
+            eval_batch_size,
+            train_min_length,
+            variable_length,
+            val_lengths,
         )
         if num_symbols < 3:
             raise RnnexpError(f"task.num_symbols={num_symbols} must be >= 3")

@@ -29,11 +29,15 @@ class TemporalOrderTask(LastStepClassificationTask):
     in ``[0, 2**bits)``.
 
     Args:
-        length: ``T``; each batch's length ``l`` is drawn from ``[T, 1.1 T)``.
+        length: ``T``, the sequence length (:class:`PascanuTask`).
         bits: 2 (4 classes) or 3 (8 classes).
         solved_error_rate: the run is solved when the test error rate is below it.
         seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
         train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
+        variable_length: ``False`` (default, as the paper's code): every sequence has
+            ``T`` steps; ``True``: each batch's from ``[T, 1.1 T)`` (:class:`PascanuTask`).
+        val_lengths: the validation set's lengths as the test set's (``test``) or as the
+            training batches' (``train``, as the paper's code).
     """
 
     name = "temporal_order"
@@ -50,10 +54,20 @@ class TemporalOrderTask(LastStepClassificationTask):
         num_test: int = 1000,
         eval_batch_size: int = 250,
         train_min_length: int | None = None,
+        variable_length: bool = False,
+        val_lengths: str = "test",
         name: str = "temporal_order",
     ) -> None:
         super().__init__(
-            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+            length,
+            solved_error_rate,
+            seed,
+            num_val,
+            num_test,
+            eval_batch_size,
+            train_min_length,
+            variable_length,
+            val_lengths,
         )
         if bits not in WINDOWS:
             raise RnnexpError(f"task.bits={bits}; choose 2 (4 classes) or 3 (8 classes)")

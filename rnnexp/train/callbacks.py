@@ -100,7 +100,8 @@ class Callback:
 def train_scalars(run: Run, step: int, result: StepResult) -> dict[str, float]:
     """The training scalars logged at ``step`` (every ``train.log_every`` steps and the
     last; none for a skipped step): ``train/loss``, ``train/grad_norm`` (not for the closed
-    form) and the update's own (``train/lr``, ``train/omega``)."""
+    form) and the update's own (``train/lr``, ``train/momentum`` of optimizers that have
+    one, ``train/omega``)."""
     if result.skipped or not (step % run.cfg.train.log_every == 0 or step == run.max_steps):
         return {}
     scalars = {"loss": result.loss, "grad_norm": result.grad_norm, **result.scalars}
@@ -109,7 +110,7 @@ def train_scalars(run: Run, step: int, result: StepResult) -> dict[str, float]:
 
 class TensorBoardScalars(Callback):
     """``train/loss``, ``train/grad_norm`` and the update's scalars (``train/lr``,
-    ``train/omega``) every ``train.log_every`` steps and at the last step; each
+    ``train/momentum``, ``train/omega``) every ``train.log_every`` steps and at the last step; each
     evaluation's metrics as ``val/<metric>`` and ``test/<metric>``."""
 
     def on_step_end(self, step: int, result: StepResult) -> None:
@@ -563,7 +564,10 @@ class Callbacks:
     def running(self, run: Run) -> Iterator[Callbacks]:
         """Open the writer, call ``on_train_start(run)``, and ``on_train_end`` when the
         block ends (also on an error); the writer is closed when the block completes."""
-        self.writer = run.writer = SummaryWriter(log_dir=str(run.run_dir))
+        # a run continued in its own folder (a requeued job): TensorBoard hides the events
+        # of the steps after its checkpoint, which it logs again
+        purge = run.start_step + 1 if run.start_step else None
+        self.writer = run.writer = SummaryWriter(log_dir=str(run.run_dir), purge_step=purge)
         started: list[Callback] = []
         try:
             for callback in self.items:

@@ -89,6 +89,7 @@ class Checkpoint:
         if payload["format"] == V1:
             payload = upgrade_v1(payload)
         check_saved_config(payload["config"], path)  # before anything is built from it
+        payload["config"] = with_added_keys(payload["config"])
         known = {f.name for f in fields(cls)} - {"path"}
         return cls(**{k: v for k, v in payload.items() if k in known}, path=path)
 
@@ -157,6 +158,36 @@ def upgrade_v1(payload: dict[str, Any]) -> dict[str, Any]:
             "trained_model": {**trained, "temperature": torch.tensor(1.0)},
         }
     return payload
+
+
+# Keys added to a config group after runs were saved, each with the value that does what
+# those runs did: ``(group, _target_, key, value)``. A saved config that lacks one gets it,
+# so ``evaluate``/``sample`` rebuild the run as it ran and ``train.resume`` compares like
+# with like (and refuses a resume whose command would change it). Issue 19 made the Pascanu
+# tasks' exact lengths the default; runs saved before ran ``[T, 1.1 T)``.
+ADDED_KEYS: tuple[tuple[str, str, str, Any], ...] = (
+    *(
+        ("task", f"rnnexp.tasks.{name}.{cls}", key, value)
+        for name, cls in (
+            ("temporal_order", "TemporalOrderTask"),
+            ("permutation", "PermutationTask"),
+            ("memorization", "MemorizationTask"),
+        )
+        for key, value in (("variable_length", True), ("val_lengths", "test"))
+    ),
+    ("clip", "rnnexp.train.clip.NormClip", "fallback", None),
+    ("clip", "rnnexp.train.clip.NormClip", "fallback_above", 1.0e10),
+)
+
+
+def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every key of :data:`ADDED_KEYS` it lacks, at its old behaviour."""
+    config = dict(config)
+    for group, target, key, value in ADDED_KEYS:
+        node = config.get(group)
+        if isinstance(node, dict) and node.get("_target_") == target and key not in node:
+            config[group] = {**node, key: value}
+    return config
 
 
 def _renamed(node: Any) -> Any:

@@ -68,6 +68,12 @@ def fast_path(model: nn.Module, clip: Any, regularizer: Any) -> FastPath | None:
             return None  # Ω on W_hh while the recurrence runs on jordan's U_y V + W_hh
     elif type(regularizer) is not NoRegularizer:
         return None
+    elif type(rnn) is Elman and clip.grad_hook is None and rnn.weight_hh_l0.is_cuda:
+        # on a GPU the loop is bound by kernel launches: cuDNN's fused RNN, which the
+        # general path runs when it needs no h_t, took 2.5 ms a step against the fast
+        # path's 9.9 (H200, Pascanu config, bench/README.md); with Ω or clip=hidden the
+        # general path goes step by step (22.7 ms) and the fast path (10.2 ms) still wins
+        return None
     return FastPath(model, clip, regularizer)
 
 

@@ -17,10 +17,20 @@ happens to the others; a job that fails records ``status: failed`` and its ``err
 When all jobs have run, the command exits 0 if every job of the sweep (as ``rnnexp
 report`` counts them, from ``multirun.yaml``) completed and 1 if any did not; stopped by
 signal N it exits 128 + N (130 for Ctrl-C, 143 for SIGTERM).
+
+**Requeue** (``hydra/launcher=slurm``, or any submitit launcher): a job stopped by its time
+limit or by preemption is requeued by submitit (the launcher's ``checkpoint()`` resubmits
+the same call), and SLURM requeues a preempted job by itself. The job then starts again in
+its own folder, and :func:`requeued_checkpoint` finds the ``checkpoints/last.pt`` that its
+unfinished run left there: the job continues from it (``train.resume`` set to the folder),
+``history.csv`` drops the rows logged after that checkpoint (:func:`rewind_history`) and
+TensorBoard those events, so what is recorded is one run, as if it had not been stopped.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import multiprocessing
 import os
@@ -34,10 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from rnnexp.report.load import COMPLETED, METRICS_FILE, load_sweep, read_metrics
+from rnnexp.atomic import atomic_write
+from rnnexp.report.load import COMPLETED, METRICS_FILE, job_dirname, load_sweep, read_metrics
 
 JOBS_ENV = "RNNEXP_SWEEP_JOBS"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -48,6 +59,14 @@ REPEAT_S = 3.0
 request (a terminal's Ctrl-C reaches every process of a sweep, and the command passes it
 on too): ignored. Later, the interrupt is raised again."""
 RUNNING, SWEEPS = "running", "sweeps"  # subfolders of $RNNEXP_SWEEP_JOBS
+SUBMITIT = "hydra_plugins.hydra_submitit_launcher."  # the launchers that requeue jobs
+UNFINISHED = ("running", "interrupted")  # a run that a requeued job continues
+
+# hydra.sweep.subdir (conf/config.yaml), ${rnnexp.job_dir:${hydra.job.num},<override_dirname>},
+# names each job's folder (0_cell=gru,optim.lr=0.001). Hydra resolves it in the process that
+# runs the job (the command's, a joblib worker, a submitit job), each of which imports this
+# module with rnnexp.cli.train, the task function.
+OmegaConf.register_new_resolver("rnnexp.job_dir", job_dirname, replace=True)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -276,3 +295,36 @@ def sweep_exit_code(folder: Path, console: Console) -> int:
                 soft_wrap=True,
             )
     return code
+
+
+def requeued_checkpoint(hydra_cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The ``checkpoints/last.pt`` that a submitit job, started again in its own folder
+    after a time limit or a preemption, continues from: when the launcher is submitit's
+    and the folder holds a run that did not finish (``metrics.json`` says ``running``:
+    killed, or ``interrupted``) and a ``last.pt``. ``None`` for a job's first start, for a
+    run that had no checkpoint yet (it starts afresh) or that completed or failed."""
+    launcher = hydra_cfg.get("launcher") or {}
+    if hydra_cfg.mode != RunMode.MULTIRUN or not str(launcher.get("_target_")).startswith(SUBMITIT):
+        return None
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    try:
+        data = read_metrics(run_dir)
+    except ValueError:  # not readable: nothing says the run there is unfinished
+        return None
+    if data is None or data.get("status") not in UNFINISHED or not last.is_file():
+        return None
+    return last
+
+
+def rewind_history(path: Path, step: int) -> None:
+    """Keep only the rows of a run's ``history.csv`` (``step,name,value``) up to ``step``:
+    those logged before the checkpoint a requeued job continues from (it logs the later
+    ones again). No file: nothing to do."""
+    if not path.is_file():
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(kept)
+    atomic_write(path, lambda handle: handle.write(text.getvalue().encode("utf-8")))

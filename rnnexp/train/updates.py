@@ -50,7 +50,7 @@ class StepResult:
     ``grad_norm`` is the global gradient norm before clipping (``None`` for a closed form),
     ``state`` the hidden state the next batch continues from, ``skipped`` whether the
     step was skipped (``train.on_nan=skip``), ``scalars`` more values to log as
-    ``train/<name>`` (the learning rate, Pascanu's Ω, ...)."""
+    ``train/<name>`` (the learning rate, the momentum, Pascanu's Ω, ...)."""
 
     loss: float
     grad_norm: float | None
@@ -214,9 +214,12 @@ class GradientUpdate(Update):
         start = None if batch.reset_state else state
         loss, norm, state = self.forward_backward(batch, start, step)
         loss_value = loss.item()
-        if not (math.isfinite(loss_value) and math.isfinite(norm)):
+        finite = math.isfinite(loss_value) and math.isfinite(norm)
+        # clip=norm clip.fallback: an untrusted norm steps on the clipper's gradient instead
+        if not self.clip.fallback_step(self.model, norm) and not finite:
             self.skip(loss_value, norm, step)
             return StepResult(loss_value, norm, None, skipped=True)
+        state = state if finite else None
         self.in_a_row = 0
         if self.needs_closure:  # the first evaluation is the one above
             evaluations = [loss]
@@ -232,7 +235,10 @@ class GradientUpdate(Update):
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        scalars = {"lr": self.optimizer.param_groups[0]["lr"], **self.regularizer.logged()}
+        group = self.optimizer.param_groups[0]
+        scalars = {"lr": group["lr"], **self.regularizer.logged()}
+        if (momentum := group.get("momentum")) is not None:  # SGD (optim=nesterov: scheduled)
+            scalars["momentum"] = momentum  # the μ of this step's update
         return StepResult(loss_value, norm, state, scalars=scalars)
 
     def skip(self, loss: float, norm: float, step: int) -> None:

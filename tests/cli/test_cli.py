@@ -60,7 +60,8 @@ def test_multirun_gives_one_folder_per_cell(tmp_path: Path) -> None:
     run_cli("train", "-m", "cell=elman,lstm,gru", *TINY, "train.max_steps=3", cwd=tmp_path)
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     folders = run_dirs(sweep)
-    assert [f.name for f in folders] == ["0", "1", "2"]
+    # each job's folder says what it is: its number, then its overrides
+    assert [f.name.split(",")[0] for f in folders] == ["0_cell=elman", "1_cell=lstm", "2_cell=gru"]
     assert sorted(read_metrics(f)["cell"] for f in folders) == ["elman", "gru", "lstm"]
     assert all(read_metrics(f)["status"] == "completed" for f in folders)
 
@@ -173,7 +174,8 @@ def test_joblib_launcher_runs_jobs_in_other_processes(tmp_path: Path) -> None:
     # the jobs' log lines interleave: each says which job it is from
     for job in run_dirs(sweep):
         lines = (job / "train.log").read_text().splitlines()
-        assert lines and all(f"[job {job.name}] " in line for line in lines)
+        num = job.name.partition("_")[0]
+        assert lines and all(f"[job {num}] " in line for line in lines)
 
 
 def test_shell_completion_offers_subcommands_groups_options_and_keys(tmp_path: Path) -> None:

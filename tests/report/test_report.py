@@ -28,7 +28,7 @@ def solved(cell: str, lag: int, seed: int) -> float:
     return float(cell == "lstm" or (lag == 20 and seed < 2))
 
 
-def write_job(sweep: Path, name: int, overrides: list[str], metrics: dict | None) -> None:
+def write_job(sweep: Path, name: int | str, overrides: list[str], metrics: dict | None) -> None:
     job = sweep / str(name)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
@@ -259,3 +259,38 @@ def test_cli_report(sweep: Path, tmp_path: Path) -> None:
     proc = run_cli("report", str(empty), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "holds no job folders" in proc.stderr
+
+
+def test_job_folder_names_say_what_they_are() -> None:
+    assert load.job_dirname(3, "cell=gru,optim.lr=0.001") == "3_cell=gru,optim.lr=0.001"
+    assert load.job_dirname(0, "") == "0"  # a sweep without overrides: the number alone
+    # '/' would make subfolders, spaces and brackets trouble shells: all become '_'
+    assert load.job_dirname(1, "task.data.path=/d/x y.txt,+x=[1]") == (
+        "1_task.data.path=_d_x_y.txt,+x=_1_"
+    )
+    long = load.job_dirname(12, ",".join(f"model.key_{i}=value" for i in range(40)))
+    assert len(long) == load.JOB_DIRNAME_MAX and long.startswith("12_model.key_0=value,")
+    assert [load.job_number(n) for n in ("7", "7_cell=gru", "12_a_b", ".submitit", "x_1", "")] == [
+        7, 7, 12, None, None, None,
+    ]  # fmt: skip
+
+
+def test_named_and_numeric_job_folders_are_found_in_job_order(tmp_path: Path) -> None:
+    """Job folders named by their overrides (2 before 10, not as text), an old sweep's
+    numeric ones, and folders that are no job's (.submitit, a plot) left out."""
+    tmp_path = tmp_path / "multirun" / "2026-01-01_00-00-00-000000"
+    for num in (10, 2, 0):
+        write_job(tmp_path, load.job_dirname(num, f"train.seed={num}"), [f"train.seed={num}"],
+                  {"status": "completed", "final": {"nrmse": num / 10}})  # fmt: skip
+    write_job(tmp_path, 1, ["train.seed=1"], {"status": "completed", "final": {"nrmse": 0.1}})
+    (tmp_path / ".submitit" / "123_0").mkdir(parents=True)
+    (tmp_path / "report_pivot.png").write_bytes(b"")
+    found = load.find_job_dirs(tmp_path)
+    assert [p.name for p in found] == ["0_train.seed=0", "1", "2_train.seed=2", "10_train.seed=10"]
+    jobs = load.load_sweep(tmp_path)
+    assert [(j.name, j.folder) for j in jobs] == [(p.name.partition("_")[0], p.name) for p in found]
+    assert [j.final["nrmse"] for j in jobs] == [0.0, 0.1, 0.2, 1.0]
+    # a folder holding sweeps of named jobs: the hint names one
+    with pytest.raises(RnnexpError, match="holds sweeps: pick one") as caught:
+        load.find_job_dirs(tmp_path.parent)
+    assert f"e.g. {tmp_path}" in str(caught.value)

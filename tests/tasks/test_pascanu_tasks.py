@@ -8,20 +8,21 @@ import torch
 from torch.nn import functional as F
 
 from rnnexp.errors import RnnexpError
-from rnnexp.tasks import pascanu
+from rnnexp.tasks import memorization, pascanu, temporal_order
 from rnnexp.tasks.adding import AddingTask
 from rnnexp.tasks.base import Batch
 from rnnexp.tasks.memorization import MemorizationTask
 from rnnexp.tasks.multiplication import MultiplicationTask
 from rnnexp.tasks.pascanu import (
     classification_score,
+    draw_exact_length,
     draw_hs97_length,
     draw_length,
     hs97_positions,
     window,
 )
 from rnnexp.tasks.permutation import PermutationTask
-from rnnexp.tasks.temporal_order import TemporalOrderTask
+from rnnexp.tasks.temporal_order import WINDOWS, TemporalOrderTask
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -63,27 +64,74 @@ def test_batches_share_a_length_and_the_stream_varies_it() -> None:
     assert all(50 <= c.inputs.shape[1] < 55 and c.lengths is None for c in chunks)
 
 
+EXACT = (TemporalOrderTask, PermutationTask, MemorizationTask)  # exact lengths by default
+
+
+def blanks(task, batch) -> int:
+    """A batch's length ``l``: its steps, less memorization's pattern and recall."""
+    extra = 2 * task.n_pos if isinstance(task, MemorizationTask) else 0
+    return batch.inputs.shape[1] - extra
+
+
 @pytest.mark.parametrize(
     "cls", [AddingTask, MultiplicationTask, TemporalOrderTask, PermutationTask, MemorizationTask]
 )
 def test_train_min_length_mixes_shorter_training_sequences(cls) -> None:
     """As the paper's code with min_length < max_length: training batches draw their
-    length from [train_min_length, 1.1 T); val and test keep [T, 1.1 T)."""
-    task = cls(length=40, train_min_length=20, num_val=64, num_test=64, eval_batch_size=8)
-    extra = 2 * task.n_pos + 1 if cls is MemorizationTask else 0  # pattern, cue, recall
-
-    def length(batch) -> int:
-        return batch.inputs.shape[1] - extra
-
-    stream = task.train_stream(2, seed=0)
-    assert {length(next(stream)) for _ in range(300)} == set(range(20, 44))  # ceil(44.0)
-    for split in ("val", "test"):
-        assert {length(c) for c in task.held_out(split)} <= set(range(40, 44))
-    assert min(length(c) for c in task.held_out("train")) < 40  # the training mix
-    stream = cls(length=40).train_stream(2, seed=0)
-    assert {length(next(stream)) for _ in range(50)} <= set(range(40, 44))
+    length from [train_min_length, 1.1 T) (exact lengths: [train_min_length, T), the
+    code's [min_length, max_length)); val and test keep T's lengths."""
+    variable = {} if cls not in EXACT else {"variable_length": True}
+    for kwargs, train_range, held_out in (
+        (variable, range(20, 44), range(40, 44)),  # ceil(44.0)
+        ({"variable_length": False}, range(20, 40), range(40, 41)),
+    ):
+        if cls not in EXACT and kwargs is not variable:
+            continue  # adding/multiplication always draw from [T, 1.1 T), as the code
+        task = cls(
+            length=40, train_min_length=20, num_val=64, num_test=64, eval_batch_size=8, **kwargs
+        )
+        stream = task.train_stream(2, seed=0)
+        assert {blanks(task, next(stream)) for _ in range(300)} == set(train_range)
+        for split in ("val", "test"):
+            assert {blanks(task, c) for c in task.held_out(split)} <= set(held_out)
+        assert min(blanks(task, c) for c in task.held_out("train")) < 40  # the training mix
+        task = cls(length=40, **kwargs)
+        stream = task.train_stream(2, seed=0)
+        assert {blanks(task, next(stream)) for _ in range(50)} <= set(held_out)
     with pytest.raises(RnnexpError, match="task.train_min_length"):
         cls(length=40, train_min_length=41)
+
+
+def test_exact_lengths_as_the_code() -> None:
+    """temporal_order, permutation, memorization: l = T by default (the code's generators
+    take the length as given); task.variable_length=true: [T, 1.1 T)."""
+    generator = gen()
+    assert {draw_exact_length(50, generator) for _ in range(50)} == {50}
+    assert {draw_exact_length(50, generator, 47) for _ in range(200)} == {47, 48, 49}
+    assert {draw_exact_length(50, generator, 50) for _ in range(20)} == {50}
+    for cls in EXACT:
+        task = cls(length=30, num_val=40, num_test=40, eval_batch_size=8)
+        assert not task.variable_length
+        stream = task.train_stream(4, seed=0)
+        assert {blanks(task, next(stream)) for _ in range(30)} == {30}
+        assert {blanks(task, c) for s in ("val", "test") for c in task.held_out(s)} == {30}
+        task = cls(length=30, variable_length=True, num_test=400, eval_batch_size=8)
+        assert {blanks(task, c) for c in task.held_out("test")} == set(range(30, 33))
+
+
+@pytest.mark.parametrize("cls", EXACT)
+def test_val_lengths_train_draws_the_validation_set_as_the_training_batches(cls) -> None:
+    """The code's validation set draws its lengths from the training range; the test set
+    stays at T. val and test stay different sequences."""
+    task = cls(length=40, train_min_length=20, val_lengths="train", num_val=400,
+               num_test=80, eval_batch_size=4)  # fmt: skip
+    val = {blanks(task, c) for c in task.held_out("val")}
+    assert val == set(range(20, 40))  # 100 chunks over the code's [20, 40)
+    assert {blanks(task, c) for c in task.held_out("test")} == {40}
+    default = cls(length=40, train_min_length=20, num_val=40, eval_batch_size=4)
+    assert {blanks(default, c) for c in default.held_out("val")} == {40}
+    with pytest.raises(RnnexpError, match="task.val_lengths='all'"):
+        cls(length=40, val_lengths="all")
 
 
 @pytest.mark.parametrize(
@@ -369,7 +417,7 @@ def test_temporal_order_symbols_and_classes(bits: int, windows) -> None:
     assert (task.input_size, task.output_size, task.head) == (6, 2**bits, "last_step")
     batch = task.sample(300, gen(2))
     n, steps, _ = batch.inputs.shape
-    assert batch.inputs.shape == (300, steps, 6) and 50 <= steps < 55
+    assert batch.inputs.shape == (300, 50, 6)  # exactly T, as the code
     assert batch.targets.shape == (300,) and batch.targets.dtype == torch.long
     assert torch.all(batch.inputs.sum(-1) == 1)  # one-hot
     symbols = batch.inputs.argmax(-1)
@@ -391,6 +439,63 @@ def test_temporal_order_hand_inspected_example() -> None:
     assert batch.targets[0] == symbols[1] + 2 * symbols[5]
 
 
+def code_window(steps: int, start: float) -> tuple[int, int]:
+    """The paper's code's window for a relevant symbol: ``int(start l)`` plus
+    ``randint(int(0.1 l))``, i.e. ``[floor(start l), floor(start l) + floor(l / 10))``."""
+    return int(steps * start), int(steps * start) + int(steps * 0.1)
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_temporal_order_windows_match_the_code_at_multiples_of_ten(bits: int) -> None:
+    """tempOrder.py / tempOrder3bit.py: the same windows for every l = 10, 20, ...;
+    in between rnnexp's [ceil(a l), ceil(b l)) may sit one step later (the README says so)."""
+    windows = WINDOWS[bits]
+    for steps in range(10, 1001, 10):
+        assert [window(steps, a, b) for a, b in windows] == [
+            code_window(steps, a) for a, _ in windows
+        ]
+    assert window(55, 0.1, 0.2) == (6, 11) and code_window(55, 0.1) == (5, 10)
+
+
+def test_three_bit_temporal_order_as_the_code_at_length_100() -> None:
+    """8 classes, each 1/8 of the sequences; A/B at [10, 20), [30, 40), [60, 70) exactly
+    (tempOrder3bit.py at l = 100); class v0 + 2 v1 + 4 v2."""
+    task = TemporalOrderTask(length=100, bits=3)
+    assert (task.output_size, task.input_size) == (8, 6)
+    batch = task.sample(16_000, gen(9))
+    assert batch.inputs.shape == (16_000, 100, 6)
+    share = torch.bincount(batch.targets, minlength=8).float() / 16_000
+    assert torch.all((share - 1 / 8).abs() < 0.012), share
+    symbols = batch.inputs.argmax(-1)
+    where = (symbols < 2).nonzero()  # (sequence, step) pairs, three per sequence
+    steps = where[:, 1].view(16_000, 3)
+    for i, (a, _) in enumerate(WINDOWS[3]):
+        assert set(steps[:, i].tolist()) == set(range(*code_window(100, a)))
+    values = symbols.gather(1, steps)  # A = 0, B = 1 in window order
+    assert torch.equal(batch.targets, values[:, 0] + 2 * values[:, 1] + 4 * values[:, 2])
+    assert set(symbols[symbols >= 2].unique().tolist()) == {2, 3, 4, 5}
+
+
+def test_temporal_order_hand_built_three_bit_sequence(monkeypatch) -> None:
+    """Relevant steps fixed by hand at 1, 3, 6 of a length-10 sequence: B, A, B is class
+    1 + 0 + 4 = 5."""
+    fixed = iter([torch.tensor([1]), torch.tensor([3]), torch.tensor([6])])
+    monkeypatch.setattr(temporal_order, "window_positions", lambda *args: next(fixed))
+    real_randint = torch.randint
+
+    def randint(low, high=None, size=None, generator=None):
+        if high == 2:  # the A/B draw: B, A, B
+            return torch.tensor([[1, 0, 1]])
+        return real_randint(low, high, size, generator=generator)
+
+    monkeypatch.setattr(temporal_order.torch, "randint", randint)
+    batch = TemporalOrderTask(length=10, bits=3).sample_length(1, 10, gen(0))
+    symbols = batch.inputs[0].argmax(-1).tolist()
+    assert [symbols[i] for i in (1, 3, 6)] == [1, 0, 1]
+    assert all(s >= 2 for i, s in enumerate(symbols) if i not in (1, 3, 6))
+    assert batch.targets.tolist() == [5]
+
+
 def test_temporal_order_success_criterion() -> None:
     task = TemporalOrderTask(length=20, bits=3, num_test=400, eval_batch_size=150)
     batches = task.held_out("test")
@@ -409,7 +514,7 @@ def test_permutation_symbols_and_target() -> None:
     assert (task.input_size, task.output_size, task.head) == (100, 2, "last_step")
     batch = task.sample(200, gen(3))
     _, steps, _ = batch.inputs.shape
-    assert batch.inputs.shape == (200, steps, 100) and 50 <= steps < 55
+    assert batch.inputs.shape == (200, 50, 100)  # exactly T, as the code
     assert torch.all(batch.inputs.sum(-1) == 1)
     symbols = batch.inputs.argmax(-1)
     assert torch.equal(symbols[:, 0], batch.targets)
@@ -431,36 +536,54 @@ def test_permutation_success_criterion() -> None:
 # --- memorization ------------------------------------------------------------------
 
 
-def test_memorization_layout() -> None:
+def test_memorization_layout_as_the_code() -> None:
+    """memorization.py: l + 2 n_pos steps; the cue at n_pos + l; the pattern is the
+    target from the cue step on (the cue step names the first symbol)."""
     task = MemorizationTask(length=20, n_values=2, n_pos=5)
     assert (task.input_size, task.output_size, task.head) == (4, 3, "every_step")
     batch = task.sample(50, gen(4))
-    n, total, _ = batch.inputs.shape
-    blanks = total - 2 * 5 - 1
-    assert 20 <= blanks < 22 and batch.targets.shape == (50, total)
+    assert batch.inputs.shape == (50, 20 + 2 * 5, 4) and batch.targets.shape == (50, 30)
     symbols = batch.inputs.argmax(-1)
     assert torch.all(batch.inputs.sum(-1) == 1)
     pattern = symbols[:, :5]
     assert pattern.max() <= 1
-    assert torch.all(symbols[:, 5 : 5 + blanks] == task.blank)
-    assert torch.all(symbols[:, 5 + blanks] == task.go)  # the cue at step l + n_pos
-    assert torch.all(symbols[:, 6 + blanks :] == task.blank)
-    assert torch.all(batch.targets[:, :-5] == task.blank)
-    assert torch.equal(batch.targets[:, -5:], pattern)  # the pattern after the cue
+    assert torch.all(symbols[:, 5:25] == task.blank)
+    assert torch.all(symbols[:, 25] == task.go)  # the cue at step l + n_pos
+    assert torch.all(symbols[:, 26:] == task.blank)
+    assert torch.all(batch.targets[:, :25] == task.blank)
+    assert torch.equal(batch.targets[:, 25:], pattern)  # from the cue step on
+
+
+def test_memorization_hand_built_sequence(monkeypatch) -> None:
+    """Pattern 1 0 1 (n_pos 3, n_values 2), l = 2: inputs 1 0 1 _ _ G _ _ and targets
+    _ _ _ _ _ 1 0 1 (_ blank = 2, G go = 3): recall starts on the cue step."""
+    real_randint = torch.randint
+    monkeypatch.setattr(
+        memorization.torch,
+        "randint",
+        lambda low, high, size, generator=None: (
+            torch.tensor([[1, 0, 1]])
+            if size == (1, 3)
+            else real_randint(low, high, size, generator=generator)
+        ),
+    )
+    batch = MemorizationTask(length=2, n_pos=3).sample_length(1, 2, gen(0))
+    assert batch.inputs[0].argmax(-1).tolist() == [1, 0, 1, 2, 2, 3, 2, 2]
+    assert batch.targets[0].tolist() == [2, 2, 2, 2, 2, 1, 0, 1]
 
 
 def test_memorization_20_bit_setting() -> None:
     task = MemorizationTask(length=10, n_values=5, n_pos=10)
     assert (task.input_size, task.output_size) == (7, 6)
     batch = task.sample(100, gen(0))
-    assert batch.inputs.shape[1] == 10 + 2 * 10 + 1
+    assert batch.inputs.shape[1] == 10 + 2 * 10
     assert set(batch.targets[:, -10:].unique().tolist()) == set(range(5))
 
 
-def test_memorization_success_criterion() -> None:
+def test_memorization_scores_every_step_as_the_code() -> None:
+    """RNN.py's report='all': a sequence is wrong when any step is, blank targets too."""
     task = MemorizationTask(length=8, n_pos=3, num_test=200, eval_batch_size=64)
     batches = task.held_out("test")
-    assert len({b.inputs.shape[1] for b in batches}) >= 1
     perfect = [logits_for(b.targets, 3) for b in batches]
     assert task.score(perfect, batches)["solved"] == 1.0
     blank = [logits_for(torch.full_like(b.targets, task.blank), 3) for b in batches]
@@ -468,9 +591,12 @@ def test_memorization_success_criterion() -> None:
     one_off = [p.clone() for p in perfect]
     one_off[0][0, -1] = one_off[0][0, -1].roll(1)  # one pattern step of one sequence wrong
     assert task.score(one_off, batches)["error_rate"] == pytest.approx(1 / 200)
+    cue = [p.clone() for p in perfect]
+    cue[0][1, 8 + 3] = cue[0][1, 8 + 3].roll(1)  # the cue step: the first pattern symbol
+    assert task.score(cue, batches)["error_rate"] == pytest.approx(1 / 200)
     early = [p.clone() for p in perfect]
-    early[0][:, 0] = early[0][:, 0].roll(1, dims=-1)  # wrong on a blank step: not counted
-    assert task.score(early, batches)["error_rate"] == 0.0
+    early[0][:, 0] = early[0][:, 0].roll(1, dims=-1)  # a blank step of 64 sequences wrong
+    assert task.score(early, batches)["error_rate"] == pytest.approx(64 / 200)
 
 
 def test_classification_score_handles_chunks_of_different_lengths() -> None:

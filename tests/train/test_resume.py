@@ -125,3 +125,40 @@ def test_resume_and_init_from_together_are_refused(first: Path, tmp_path: Path) 
 def test_resume_command_drops_the_old_source_and_quotes() -> None:
     command = resume_command(["cell=lstm", "train.resume=old", "+x='a b'"], Path("out/run"))
     assert command == "rnnexp train cell=lstm '+x='\"'\"'a b'\"'\"'' train.resume=out/run"
+
+
+def test_a_run_saved_before_a_key_existed_keeps_its_old_behaviour(tmp_path: Path) -> None:
+    """A temporal-order checkpoint saved before ``task.variable_length`` existed (it ran
+    ``[T, 1.1 T)``; exact lengths are the default now) loads with ``variable_length=true``;
+    resuming it with today's default is refused in one line naming the key, and with the
+    old value it continues."""
+    overrides = ["task=temporal_order", "debug=tiny", "train.max_steps=10", "train.eval_every=5",
+                 "sched=constant", "task.variable_length=true"]  # fmt: skip
+    cfg = compose_config(*overrides)
+    old = tmp_path / "old"
+    train(cfg, old, RunRecord(old, task="temporal_order", cell=cfg.cell.name))
+    last = old / "checkpoints" / "last.pt"
+    saved = Checkpoint.load(last)
+    for key in ("variable_length", "val_lengths"):  # as a checkpoint of 2026-11-28 holds it
+        del saved.config["task"][key]
+    del saved.config["clip"]["fallback"], saved.config["clip"]["fallback_above"]
+    saved.save(last)
+    loaded = Checkpoint.load(last)
+    assert loaded.config["task"]["variable_length"] is True
+    assert loaded.config["task"]["val_lengths"] == "test"
+    assert loaded.config["clip"]["fallback"] is None
+    today = [o for o in overrides if o != "task.variable_length=true"]
+    with pytest.raises(RnnexpError, match=r"task\.variable_length \(True -> False\)"):
+        refused = tmp_path / "a"
+        train(
+            compose_config(*today, "train.max_steps=20", f"train.resume={old}"),
+            refused,
+            RunRecord(refused, task="temporal_order", cell=cfg.cell.name),
+        )
+    rest = tmp_path / "b"
+    metrics = train(
+        compose_config(*overrides, "train.max_steps=20", f"train.resume={old}"),
+        rest,
+        RunRecord(rest, task="temporal_order", cell=cfg.cell.name),
+    )
+    assert metrics["status"] == "completed" and metrics["steps"] == 20

@@ -165,10 +165,12 @@ def test_a_failing_job_lets_the_sweep_run_on_and_exit_1(tmp_path: Path) -> None:
                    "hydra.sweep.dir=sweep", cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    failed, completed = (
-        read_metrics(tmp_path / "sweep" / "0"),
-        read_metrics(tmp_path / "sweep" / "1"),
-    )
+    jobs = load.find_job_dirs(tmp_path / "sweep")
+    assert [job.name for job in jobs] == [  # each job's folder says what it ran
+        "0_debug=tiny,train.max_steps=2,train.on_nan=bad",
+        "1_debug=tiny,train.max_steps=2,train.on_nan=stop",
+    ]
+    failed, completed = map(read_metrics, jobs)
     assert failed["status"] == "failed" and "train.on_nan" in failed["error"]
     assert completed["status"] == "completed"
     assert "1 of 2 jobs completed, 1 did not (exit code 1)" in proc.stderr
