@@ -334,156 +334,277 @@ class LstmFunction(torch.autograd.Function):
     ``None``. ``gaterec`` ``Q`` ``(nH, nH)`` and ``g0`` ``(B, nH)``: FGR's recurrence on the
     previous gate activations ``a_{t-1} = [i, f, o]_{t-1}`` (present gates), or ``None``.
     Returns ``(hs (T, B, H), c_T)``, plus ``a_T`` with ``gaterec``.
+
+    Few ops a step, in place into buffers made before the loop, with per-step views made
+    once. ``i, f`` are one ``(B, k, H)`` block: one peephole ``addcmul`` for both. ``tanh``
+    is ``2 σ(2x) - 1`` (:func:`_two_s_minus_one`; torch's float ``tanh`` is not vectorized
+    on CPU and costs five ``sigmoid``\ s, and the results agree to float32 rounding):
+    ``z``'s rows of ``xw`` and ``R`` are doubled before the loop, so that one ``sigmoid``
+    covers ``i, f, z``. The backward pass forms the factors that depend only on the forward
+    values (``σ' = σ(1 - σ)``) in bulk, for chunks of :data:`FACTOR_CHUNK` elements per
+    gate (8 steps at B=32, H=256) just before the loop reaches them:
+
+    .. math::
+        \begin{aligned}
+        K^o &= h(c_t)\, o_t', &
+        K^c &= o_t\, h'(c_t) + K^o p_o, &
+        K^p &= f_t + K^i p_i + K^f p_f, \\
+        K^i &= z_t\, i_t' \;(\text{CIFG: } (z_t - c_{t-1}) i_t'), &
+        K^f &= c_{t-1} f_t', &
+        K^z &= i_t\, g'(A^z_t)
+        \end{aligned}
+
+    so that a step is ``δh_t = ∂L/∂h_t + δA_{t+1} R`` (one ``addmm``),
+    ``δA^o_t = δh_t K^o_t``, ``δc_t \mathrel{+}= δh_t K^c_t``,
+    ``δA^{i,f,z}_t = δc_t K^{i,f,z}_t`` (one broadcast ``mul``) and
+    ``δc_{t-1} = δc_t K^p_t``: five ops. FGR adds ``δa_{t-1} = δA^{i,f,o}_t Q`` (two
+    matmuls) and its terms. The weight gradients are one matmul each after the loop.
     """
 
     @staticmethod
     def forward(ctx, xw, h0, c0, weight, peep, gaterec, g0, layout):
         has_i, has_f, has_o, cifg, act_z, act_h = layout
-        hidden = h0.shape[-1]
-        sl = _gate_slices(layout, hidden)
-        sig_sl = [sl[n] for n in ("i", "f", "o") if n in sl]
-        pi, pf, po = _peep_rows(peep, layout)
-        acts = xw.clone()
-        steps = xw.shape[0]
-        hs = xw.new_empty(steps + 1, *h0.shape)
-        cs = xw.new_empty(steps + 1, *c0.shape)
-        hs[0], cs[0] = h0, c0
-        h, c = hs[0], cs[0]
-        wt = weight.t()
-        g = g0
-        qt = None if gaterec is None else gaterec.t()
-        for t, a in enumerate(acts.unbind(0)):
+        steps, batch, hidden = xw.shape[0], h0.shape[0], h0.shape[1]
+        k = has_i + has_f  # blocks: 0 .. k-1 the gates i, f; k: z; k + 1: o
+        acts = xw.clone(memory_format=torch.contiguous_format)  # A_t, then the activations
+        blocks = acts.view(steps, batch, -1, hidden)
+        if act_z:  # 2 A^z, so that the gates' sigmoid gives σ(2 A^z)
+            blocks[:, :, k].mul_(2.0)
+            weight2 = weight.clone()
+            weight2[k * hidden : (k + 1) * hidden].mul_(2.0)
+        wt = (weight2 if act_z else weight).t()
+        hs = xw.new_empty(steps + 1, batch, hidden)
+        cs = xw.new_empty(steps + 1, batch, hidden)
+        hs[0].copy_(h0)
+        cs[0].copy_(c0)
+        tcs = xw.new_empty(steps, batch, hidden) if act_h else None  # h(c_t), kept for backward
+        minus_one = torch.full((), -1.0, dtype=xw.dtype, device=xw.device)
+        p_if, p_o = _peep_split(peep, layout)
+        # per-step views, made once: slicing inside the loop costs a dispatch per slice
+        rows, hts, cts = acts.unbind(0), hs.unbind(0), cs.unbind(0)
+        cts_b = cs.unsqueeze(2).unbind(0)  # (B, 1, H): c_t against the (B, k, H) gate block
+        gif = blocks[:, :, :k].unbind(0)
+        sig = blocks[:, :, : k + act_z].unbind(0)  # the block under one sigmoid
+        zs = blocks[:, :, k].unbind(0)
+        os_ = blocks[:, :, k + 1].unbind(0) if has_o else None
+        ins = blocks[:, :, 0].unbind(0) if has_i else None
+        fs = blocks[:, :, int(has_i)].unbind(0) if has_f else None
+        tcts = tcs.unbind(0) if act_h else None
+        gs = None
+        if gaterec is not None:
+            gs = xw.new_empty(steps + 1, batch, gaterec.shape[0])  # a_{-1} .. a_{T-1}
+            gs[0].copy_(g0)
+            gts = gs.unbind(0)
+            qt = gaterec.t()
+            q_if, q_o = qt[:, : k * hidden], qt[:, k * hidden :]
+            aif = acts[:, :, : k * hidden].unbind(0)
+        for t in range(steps):
+            a, h, c, c_new = rows[t], hts[t], cts[t], cts[t + 1]
             a.addmm_(h, wt)
-            if qt is not None:
-                rec = torch.mm(g, qt)
-                for k, s in enumerate(sig_sl):
-                    a[:, s].add_(rec[:, k * hidden : (k + 1) * hidden])
-            i = f = None
-            if has_i:
-                i = a[:, sl["i"]]
-                if pi is not None:
-                    i.addcmul_(pi, c)
-                i.sigmoid_()
-            if has_f:
-                f = a[:, sl["f"]]
-                if pf is not None:
-                    f.addcmul_(pf, c)
-                f.sigmoid_()
-            elif cifg:
-                f = 1.0 - i
-            z = a[:, sl["z"]]
+            if gs is not None:
+                if k:
+                    aif[t].addmm_(gts[t], q_if)
+                if has_o:
+                    os_[t].addmm_(gts[t], q_o)
+            if p_if is not None:
+                gif[t].addcmul_(p_if, cts_b[t])
+            if k + act_z:
+                sig[t].sigmoid_()
+            z = zs[t]
             if act_z:
-                z.tanh_()
-            c_new = cs[t + 1]
-            if i is None:
-                torch.add(c, z, out=c_new) if f is None else torch.addcmul(z, f, c, out=c_new)
-            elif f is None:
-                torch.addcmul(c, i, z, out=c_new)
+                _two_s_minus_one(z, minus_one)
+            if has_i and has_f:
+                torch.mul(ins[t], z, out=c_new)
+                c_new.addcmul_(fs[t], c)
+            elif cifg:
+                torch.lerp(c, z, ins[t], out=c_new)  # (1 - i) c + i z
+            elif has_i:
+                torch.addcmul(c, ins[t], z, out=c_new)
+            elif has_f:
+                torch.addcmul(z, fs[t], c, out=c_new)
             else:
-                torch.addcmul(i * z, f, c, out=c_new)
-            tc = torch.tanh(c_new) if act_h else c_new
+                torch.add(c, z, out=c_new)
+            if act_h:
+                tc = torch.add(c_new, c_new, out=tcts[t]).sigmoid_()
+                _two_s_minus_one(tc, minus_one)
+            else:
+                tc = c_new
             if has_o:
-                ao = a[:, sl["o"]]
-                if po is not None:
-                    ao.addcmul_(po, c_new)
-                ao.sigmoid_()
-                torch.mul(ao, tc, out=hs[t + 1])
+                o = os_[t]
+                if p_o is not None:
+                    o.addcmul_(p_o, c_new)
+                o.sigmoid_()
+                torch.mul(o, tc, out=hts[t + 1])
             else:
-                hs[t + 1].copy_(tc)
-            h, c = hs[t + 1], c_new
-            if qt is not None:
-                g = torch.cat([a[:, s] for s in sig_sl], 1)
-        ctx.save_for_backward(acts, hs, cs, weight, peep, gaterec, g0)
+                hts[t + 1].copy_(tc)
+            if gs is not None:
+                torch.cat(([aif[t]] if k else []) + ([os_[t]] if has_o else []), 1, out=gts[t + 1])
+        ctx.save_for_backward(acts, hs, cs, tcs, weight, peep, gaterec, gs)
         ctx.layout = layout
         if gaterec is None:
             return hs[1:], cs[-1]
-        return hs[1:], cs[-1], g
+        return hs[1:], cs[-1], gs[-1]
 
     @staticmethod
     def backward(ctx, grad_hs, grad_c, grad_g=None):
-        acts, hs, cs, weight, peep, gaterec, g0 = ctx.saved_tensors
-        layout = ctx.layout
-        has_i, has_f, has_o, cifg, act_z, act_h = layout
-        hidden = hs.shape[-1]
-        sl = _gate_slices(layout, hidden)
-        sig_names = [n for n in ("i", "f", "o") if n in sl]
-        pi, pf, po = _peep_rows(peep, layout)
-        steps = acts.shape[0]
+        acts, hs, cs, tcs, weight, peep, gaterec, gs = ctx.saved_tensors
+        has_i, has_f, has_o, cifg, act_z, act_h = ctx.layout
+        steps, batch, hidden = acts.shape[0], hs.shape[1], hs.shape[2]
+        k = has_i + has_f
+        blocks = acts.view(steps, batch, -1, hidden)
+        p_if, p_o = _peep_split(peep, ctx.layout)
+        # the factors K (docstring) in one buffer; the views that need no arithmetic alias
+        # the activations, None means 1
+        kbuf = acts.new_empty(steps, batch, k + 4, hidden)
+        k_blk = kbuf[:, :, : k + 1]  # K^i, K^f, K^z
+        k_o = kbuf[:, :, k + 1] if has_o else None
+        k_c = kbuf[:, :, k + 2] if act_h or (has_o and p_o is not None) else None
+        if k_c is None and has_o:
+            k_c = blocks[:, :, k + 1]  # o_t
+        k_prev = kbuf[:, :, k + 3] if p_if is not None or cifg else None
+        if k_prev is None and has_f:
+            k_prev = blocks[:, :, int(has_i)]  # f_t
+        # the backward loop
         das = torch.empty_like(acts)
-        dh = torch.zeros_like(hs[0])
-        dc = torch.zeros_like(cs[0]) if grad_c is None else grad_c.clone()
-        dg = {}  # gradient reaching each gate activation through the gate recurrence
-        if gaterec is not None and grad_g is not None:
-            dg = dict(zip(sig_names, grad_g.split(hidden, 1), strict=True))
-        for t in range(steps - 1, -1, -1):
-            if grad_hs is not None:
-                dh = dh + grad_hs[t]
-            a, da = acts[t], das[t]
-            c_prev, c = cs[t], cs[t + 1]
-            tc = torch.tanh(c) if act_h else c
-            if has_o:
-                o = a[:, sl["o"]]
-                dao = da[:, sl["o"]]
-                do = dh * tc
-                if "o" in dg:
-                    do = do + dg["o"]
-                torch.mul(do, o * (1.0 - o), out=dao)
-                dtc = dh * o
-            else:
-                dtc = dh
-            dc = dc + (dtc * (1.0 - tc * tc) if act_h else dtc)
-            if has_o and po is not None:
-                dc = dc.addcmul_(dao, po)
-            z = a[:, sl["z"]]
-            i = a[:, sl["i"]] if has_i else None
-            f = a[:, sl["f"]] if has_f else (1.0 - i if cifg else None)
-            daz = da[:, sl["z"]]
-            dz = dc if i is None else dc * i
-            torch.mul(dz, 1.0 - z * z, out=daz) if act_z else daz.copy_(dz)
-            if has_i:
-                di = dc * z
-                if cifg:
-                    di = di - dc * c_prev
-                if "i" in dg:
-                    di = di + dg["i"]
-                dai = da[:, sl["i"]]
-                torch.mul(di, i * (1.0 - i), out=dai)
-            if has_f:
-                df = dc * c_prev
-                if "f" in dg:
-                    df = df + dg["f"]
-                daf = da[:, sl["f"]]
-                torch.mul(df, f * (1.0 - f), out=daf)
-            dc_prev = dc if f is None else dc * f
-            if pi is not None:
-                dc_prev = dc_prev.addcmul_(dai, pi)
-            if pf is not None:
-                dc_prev = dc_prev.addcmul_(daf, pf)
-            dc = dc_prev
-            dh = torch.mm(da, weight)
-            if gaterec is not None:
-                dsig = torch.cat([da[:, sl[n]] for n in sig_names], 1)
-                dg = dict(zip(sig_names, torch.mm(dsig, gaterec).split(hidden, 1), strict=True))
-        width = acts.shape[-1]
-        dw = das.reshape(-1, width).t().mm(hs[:-1].reshape(-1, hidden))
-        dpeep = None
-        if peep is not None:
-            rows = []
-            if pi is not None:
-                rows.append((das[..., sl["i"]] * cs[:-1]).sum((0, 1)))
-            if pf is not None:
-                rows.append((das[..., sl["f"]] * cs[:-1]).sum((0, 1)))
-            if po is not None:
-                rows.append((das[..., sl["o"]] * cs[1:]).sum((0, 1)))
-            dpeep = torch.stack(rows)
-        dq = dg0 = None
+        dblocks = das.view(steps, batch, -1, hidden)
+        da_rows = das.unbind(0)
+        da_blk = dblocks[:, :, : k + 1].unbind(0)
+        da_o = dblocks[:, :, k + 1].unbind(0) if has_o else None
+        k_blks = k_blk.unbind(0)
+        if grad_c is None:
+            dc = torch.zeros_like(cs[0])
+        else:
+            dc = grad_c.clone(memory_format=torch.contiguous_format)  # δc, in place
+        dc_b = dc.unsqueeze(1)  # (B, 1, H), against the (B, k + 1, H) block i, f, z
+        dh_buf = torch.empty_like(cs[0])
+        if grad_hs is None:
+            grad_hs = torch.zeros_like(hs[1:])
+        dg = None
         if gaterec is not None:
-            n = len(sig_names) * hidden
-            dsig = torch.cat([das[..., sl[k]] for k in sig_names], -1).reshape(-1, n)
-            g_prev = torch.cat([g0[None], torch.cat([acts[:-1, :, sl[k]] for k in sig_names], -1)])
-            dq = dsig.t().mm(g_prev.reshape(-1, n))
-            dg0 = torch.cat([dg[k] for k in sig_names], 1)
-        return das, dh, dc, dw, dpeep, dq, dg0, None
+            n = gaterec.shape[0]
+            dg = torch.zeros_like(gs[0]) if grad_g is None else grad_g.contiguous()
+            g_d = torch.addcmul(gs[1:], gs[1:], gs[1:], value=-1.0)  # σ' of the a_t
+            dgs = torch.empty_like(gs[0])  # δa_t σ'
+            dgs_if = dgs[:, : k * hidden].view(batch, k, hidden)
+            dgs_o = dgs[:, k * hidden :]
+            q_if, q_o = gaterec[: k * hidden], gaterec[k * hidden :]
+            da_if = das[:, :, : k * hidden].unbind(0)
+            # δa_t σ' p of i, f: what the gate recurrence adds to δc_{t-1} through p_i, p_f
+            peep_pieces = [] if p_if is None else list(zip(dgs_if.unbind(1), p_if, strict=True))
+        # chunks of steps, last first: a chunk's factors are formed just before the loop
+        # reaches it, while its activations are in cache
+        chunk = max(1, FACTOR_CHUNK // (batch * hidden))
+        tc_all = tcs if act_h else cs[1:]
+        for lo in range((steps - 1) // chunk * chunk, -1, -chunk):
+            hi = min(lo + chunk, steps)
+            _lstm_factors(ctx.layout, kbuf[lo:hi], blocks[lo:hi], cs[lo:hi], tc_all[lo:hi],
+                          p_if, p_o)  # fmt: skip
+            for t in range(hi - 1, lo - 1, -1):
+                if t == steps - 1:
+                    dh = grad_hs[t]
+                else:
+                    dh = torch.addmm(grad_hs[t], da_rows[t + 1], weight, out=dh_buf)
+                if dg is not None:
+                    torch.mul(dg, g_d[t], out=dgs)
+                if has_o:
+                    if dg is None:
+                        torch.mul(dh, k_o[t], out=da_o[t])
+                    else:
+                        torch.addcmul(dgs_o, dh, k_o[t], out=da_o[t])
+                        if p_o is not None:
+                            dc.addcmul_(dgs_o, p_o)
+                if k_c is None:
+                    dc.add_(dh)
+                else:
+                    dc.addcmul_(dh, k_c[t])
+                torch.mul(dc_b, k_blks[t], out=da_blk[t])
+                if dg is not None and k:
+                    da_blk[t][:, :k].add_(dgs_if)
+                if k_prev is not None:
+                    dc.mul_(k_prev[t])
+                if dg is not None:
+                    for piece, row in peep_pieces:
+                        dc.addcmul_(piece, row)
+                    dg = torch.mm(da_if[t], q_if) if k else torch.zeros_like(dg)
+                    if has_o:
+                        dg.addmm_(da_o[t], q_o)
+        dh0 = torch.mm(da_rows[0], weight)
+        width = acts.shape[-1]
+        flat = das.view(-1, width)
+        dw = dpeep = dq = None
+        if ctx.needs_input_grad[3]:
+            dw = flat.t().mm(hs[:-1].reshape(-1, hidden))
+        if peep is not None and ctx.needs_input_grad[4]:  # Σ δA c, the products into kbuf
+            rows = []
+            if p_if is not None:
+                prod = torch.mul(dblocks[:, :, :k], cs[:-1].unsqueeze(2), out=kbuf[:, :, :k])
+                rows.append(prod.sum((0, 1)))
+            if p_o is not None:
+                prod = torch.mul(dblocks[:, :, k + 1], cs[1:], out=kbuf[:, :, k + 1])
+                rows.append(prod.sum((0, 1))[None])
+            dpeep = torch.cat(rows)
+        if gaterec is not None and ctx.needs_input_grad[5]:
+            g_prev = gs[:-1].reshape(-1, n)
+            parts = ([flat[:, : k * hidden]] if k else []) + (
+                [flat[:, (k + 1) * hidden :]] if has_o else []
+            )
+            dq = torch.cat([part.t().mm(g_prev) for part in parts])
+        return das, dh0, dc, dw, dpeep, dq, dg, None
+
+
+FACTOR_CHUNK = 65536  # elements per gate block in one chunk of LstmFunction's factors
+
+
+def _lstm_factors(layout, kbuf, blocks, c_prev, tc, p_if, p_o) -> None:
+    """:class:`LstmFunction`'s backward factors ``K`` of a run of steps into ``kbuf``
+    ``(n, B, k + 4, H)``: ``K^i, K^f, K^z, K^o, K^c, K^p`` (those that need arithmetic),
+    from the activations ``blocks`` ``(n, B, G, H)``, ``c_{t-1}`` and ``h(c_t)``."""
+    has_i, has_f, has_o, cifg, act_z, act_h = layout
+    k = has_i + has_f
+    z = blocks[:, :, k]
+    one = torch.ones((), dtype=kbuf.dtype, device=kbuf.device)
+    if k:
+        s = blocks[:, :, :k]
+        torch.addcmul(s, s, s, value=-1.0, out=kbuf[:, :, :k])  # σ'
+        if has_i:
+            kbuf[:, :, 0].mul_(z - c_prev if cifg else z)
+        if has_f:
+            kbuf[:, :, int(has_i)].mul_(c_prev)
+    k_z = kbuf[:, :, k]
+    if act_z:
+        torch.addcmul(one, z, z, value=-1.0, out=k_z)
+        if has_i:
+            k_z.mul_(blocks[:, :, 0])
+    elif has_i:
+        k_z.copy_(blocks[:, :, 0])
+    else:
+        k_z.fill_(1.0)
+    k_o, k_c = kbuf[:, :, k + 1], kbuf[:, :, k + 2]
+    if has_o:
+        o = blocks[:, :, k + 1]
+        torch.addcmul(o, o, o, value=-1.0, out=k_o).mul_(tc)
+        if act_h:
+            torch.addcmul(one, tc, tc, value=-1.0, out=k_c).mul_(o)
+        elif p_o is not None:
+            k_c.copy_(o)
+        if p_o is not None:
+            k_c.addcmul_(k_o, p_o)
+    elif act_h:
+        torch.addcmul(one, tc, tc, value=-1.0, out=k_c)
+    k_prev = kbuf[:, :, k + 3]
+    if cifg:
+        torch.sub(one, blocks[:, :, 0], out=k_prev)  # f = 1 - i
+    if p_if is not None:
+        forget = k_prev if cifg else (blocks[:, :, int(has_i)] if has_f else one)
+        torch.addcmul(forget, kbuf[:, :, 0], p_if[0], out=k_prev)
+        if k == 2:
+            k_prev.addcmul_(kbuf[:, :, 1], p_if[1])
+
+
+def _two_s_minus_one(s: Tensor, minus_one: Tensor) -> Tensor:
+    """``s <- 2 s - 1`` in place (``tanh(x) = 2 σ(2x) - 1`` from ``s = σ(2x)``); ``minus_one``
+    is a 0-dim tensor: a Python scalar operand would cost a dtype conversion per call."""
+    return torch.add(minus_one, s, alpha=2.0, out=s)
 
 
 def _gate_slices(layout, hidden: int) -> dict[str, slice]:
@@ -492,17 +613,13 @@ def _gate_slices(layout, hidden: int) -> dict[str, slice]:
     return {n: slice(k * hidden, (k + 1) * hidden) for k, n in enumerate(names)}
 
 
-def _peep_rows(peep, layout):
-    """Peephole vectors ``(p_i, p_f, p_o)`` (``None`` where the gate or peepholes are absent)."""
+def _peep_split(peep, layout):
+    """Peephole rows as ``(p_if (k, H), p_o (H,))``: those of the gates before ``z``
+    (``i``, ``f``, the present ones) and the output gate's (``None`` where absent)."""
     if peep is None:
-        return None, None, None
-    rows = iter(peep.unbind(0))
-    has_i, has_f, has_o = layout[0], layout[1], layout[2]
-    return (
-        next(rows) if has_i else None,
-        next(rows) if has_f else None,
-        next(rows) if has_o else None,
-    )
+        return None, None
+    k = layout[0] + layout[1]
+    return (peep[:k] if k else None), (peep[k] if layout[2] else None)
 
 
 def lstm_loop(xw, h0, c0, weight, peep, layout, gaterec=None, g0=None):

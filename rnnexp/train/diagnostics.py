@@ -29,8 +29,11 @@ def error_flow(model: SequenceModel, task: Task, batch: Batch, device: torch.dev
     batch = batch.to(device)
     # eval mode: no dropout, so the picture is not noisy. cuDNN computes RNN gradients only
     # in training mode; the native kernels do it always.
+    inputs = batch.inputs
+    if inputs.is_floating_point():  # a net of fixed weights (esn) has a graph through x_t
+        inputs = inputs.detach().requires_grad_(True)
     with eval_mode(model), torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
-        hidden, _, steps = model.recur_steps(batch.inputs)  # h_t as graph nodes
+        hidden, _, steps = model.recur_steps(inputs)  # h_t as graph nodes
         loss = task.loss(model.readout(hidden, batch.lengths), batch)
         grads = torch.autograd.grad(loss, steps)  # total derivatives through time
     return torch.stack([g.norm() for g in grads]).cpu()

@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from rnnexp.cells.elman_family import Irnn, Jordan
-from rnnexp.cells.fused import Record, elman_omega
+from rnnexp.cells.fused import Record, Workspace, elman_omega
 from rnnexp.cells.loop import ElmanType
 from rnnexp.cells.torch_cells import Elman
 from rnnexp.errors import RnnexpError
@@ -93,6 +93,7 @@ class FastPath:
     def __init__(self, model: SequenceModel, clip: Any, regularizer: Any) -> None:
         self.model, self.clip, self.regularizer = model, clip, regularizer
         self.omega = type(regularizer) is PascanuOmega
+        self.workspace = Workspace()  # the kernel's buffers, reused from step to step
 
     @staticmethod
     def applies(batch: Batch) -> bool:
@@ -118,7 +119,8 @@ class FastPath:
         record = Record()
         relu = cell.nonlinearity == "relu"
         hs = elman_omega(xw, h0, recurrent_weight(cell), relu, self.clip.grad_hook,
-                         alpha, record)  # fmt: skip
+                         alpha, record, self.workspace)  # fmt: skip
+        # hs lives in the workspace until the next step; join_state's stack copies h_T out
         return hs.transpose(0, 1), cell.join_state([(hs[-1],)]), record
 
     def backward(self, loss: Tensor, record: Record) -> None:

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from rnnexp import cells
-from rnnexp.cells.fused import Record, elman_omega
+from rnnexp.cells import fused
+from rnnexp.cells.fused import Record, Workspace, elman_omega
 from rnnexp.config import build
 from rnnexp.nn.model import SequenceModel, build_model
 from rnnexp.tasks.base import Batch
@@ -188,6 +189,103 @@ def test_kernel_gradients_and_deltas(relu: bool) -> None:
                                                       h0.detach().requires_grad_(),
                                                       weight.detach().requires_grad_())
     )  # fmt: skip
+
+
+def kernel_inputs(steps: int, seed: int, dtype=torch.float64) -> tuple[Tensor, ...]:
+    """``xw (T, B, H)``, ``h0``, ``weight`` and a target for ``hs``, drawn from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(steps, 3, 4), (3, 4), (4, 4), (steps, 3, 4)]
+    return tuple(torch.randn(*s, generator=generator, dtype=dtype) for s in shapes)
+
+
+def run_kernel(inputs: tuple[Tensor, ...], relu: bool, hook, alpha, workspace) -> list:
+    """hs, the three gradients, δ and Ω of one forward and backward pass, copied out."""
+    xw, h0, weight = (t.detach().clone().requires_grad_() for t in inputs[:3])
+    record = Record()
+    hs = elman_omega(xw, h0, weight, relu, hook, alpha, record, workspace)
+    (hs * inputs[3]).sum().backward()
+    omega = None if record.omega is None else record.omega.clone()
+    return [hs.detach().clone(), xw.grad, h0.grad, weight.grad, record.delta.clone(), omega]
+
+
+KERNEL_CASES = [
+    (False, None, None),
+    (False, "hidden", 2.0),
+    (True, None, 2.0),
+    (True, "hidden", None),
+]
+
+
+@pytest.mark.parametrize(("relu", "clip", "alpha"), KERNEL_CASES)
+def test_workspace_gives_what_new_buffers_give(relu: bool, clip, alpha) -> None:
+    """One workspace across calls that grow, shrink and grow its buffers (as batches of
+    lengths in [T, 1.1 T) do): bit for bit what new buffers give."""
+    hook = HiddenClip(0.3).grad_hook if clip else None
+    workspace = Workspace()
+    for seed, steps in enumerate((5, 3, 7, 6, 7)):
+        inputs = kernel_inputs(steps, seed)
+        want = run_kernel(inputs, relu, hook, alpha, None)
+        got = run_kernel(inputs, relu, hook, alpha, workspace)
+        for g, w in zip(got, want, strict=True):
+            assert (g is None and w is None) or torch.equal(g, w)
+    assert workspace.buffers["hs"][0].shape[0] == 8  # the longest: T + 1 rows
+
+
+@pytest.mark.parametrize(("relu", "clip", "alpha"), KERNEL_CASES)
+def test_kernel_without_numpy_views(monkeypatch, relu: bool, clip, alpha) -> None:
+    """The torch-op loops (a GPU, or a dtype NumPy lacks) give what the NumPy ones give."""
+    hook = HiddenClip(0.3).grad_hook if clip else None
+    inputs = kernel_inputs(6, 0)
+    want = run_kernel(inputs, relu, hook, alpha, None)
+
+    def torch_views(workspace, name, steps, like, hidden):
+        base = like.new_empty(steps, like.shape[-2], hidden)
+        return base, base.unbind(0), None  # no NumPy views
+
+    monkeypatch.setattr(fused, "buffer", torch_views)
+    got = run_kernel(inputs, relu, hook, alpha, None)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None and w is None) or torch.testing.assert_close(g, w) is None
+
+
+def test_workspace_refuses_a_stale_backward_pass() -> None:
+    """A second forward pass overwrites the first's states: autograd refuses to use them."""
+    xw, h0, weight, _ = (t.requires_grad_() for t in kernel_inputs(4, 0))
+    workspace = Workspace()
+    first = elman_omega(xw, h0, weight, workspace=workspace)
+    elman_omega(xw * 2, h0, weight, workspace=workspace)
+    with pytest.raises(RuntimeError, match="modified inplace|modified by an inplace"):
+        first.sum().backward()
+
+
+def test_fast_path_state_outlives_the_next_step() -> None:
+    """The carried state is not a view of the workspace that the next step overwrites."""
+    fast, _ = updates(make_model("elman", "every_step", torch.float64), "norm", "pascanu")
+    batch = batches(torch.float64)[0]
+    _, _, state = fast.forward_backward(batch, None, 1)
+    kept = state.clone()
+    _, _, after = fast.forward_backward(batch, state, 2)  # the same length: the same rows
+    assert torch.equal(state, kept) and not torch.equal(after, kept)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("scale", [1e-3, 1e2])  # under and over the threshold
+def test_norm_clip_is_torchs_bit_for_bit(dtype: torch.dtype, scale: float) -> None:
+    """clip=norm, which the fast path's step runs after the kernel, skips torch's
+    regrouping of the gradients but gives clip_grad_norm_'s norm and gradients exactly."""
+    model = make_model("elman", "last_step", dtype)
+    generator = torch.Generator().manual_seed(3)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=generator, dtype=dtype) * scale
+    twin = copy.deepcopy(model)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        q.grad = p.grad.clone()
+    norm = NormClip(1.0)(model.parameters())
+    want = torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
+    assert torch.equal(norm, want)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad)
+    assert (want > 1.0) == (scale > 1.0)
 
 
 def test_padded_batches_take_the_general_path() -> None:

@@ -102,3 +102,19 @@ def test_sampling_on_cuda(tmp_path: Path) -> None:
         model = model.to("cuda").eval()
         (text,) = generate(model, vocab, "ROMEO:", 50, Settings(temperature=1.0), seed=0)
         assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 50, (name, text)
+
+
+@pytest.mark.parametrize("name", ["lstm_peephole", "lstm_niaf", "lstm_noaf", "lstm_fgr", "irnn"])
+def test_hand_written_loops_on_cuda_equal_the_cpu(name: str) -> None:
+    """The LSTM-type and Elman-type loops (``rnnexp/cells/loop.py``, their hand-written
+    backward) give on CUDA the CPU's outputs and gradients."""
+    results = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        rnn = create(name, 5, 16).to(device)
+        x = torch.randn(3, 12, 5, generator=torch.Generator().manual_seed(1)).to(device)
+        out, _ = rnn(x)
+        out.square().sum().backward()
+        results.append([out.detach().cpu()] + [p.grad.cpu() for p in rnn.parameters()])
+    for got, want in zip(results[1], results[0], strict=True):
+        assert (got - want).norm() <= 1e-4 * want.norm() + 1e-6

@@ -196,3 +196,13 @@ def test_pascanu_inits_set_the_output_layer_as_his_code(init: str, std: float) -
     default = build_model(compose_config("task=temporal_order", "cell=elman"),
                           instantiate(cfg.task).setup()).head  # fmt: skip
     assert default.bias.any()  # other inits: torch's nn.Linear default
+
+
+def test_gradient_flow_of_a_net_with_fixed_weights(tmp_path: Path) -> None:
+    """An echo-state net (its reservoir fixed, its readout fitted by ridge) on a long-lag
+    task draws its gradient flow too: the error reaches each h_t through the inputs'
+    graph, where no weight is trained by gradient."""
+    cfg = compose_config(*tiny("adding"), "cell=esn", "optim=ridge", "train.diagnostics=true")
+    metrics = train(cfg, tmp_path, RunRecord(tmp_path, task="adding", cell="esn"))
+    assert metrics["status"] == "completed"
+    assert (tmp_path / "plots" / "gradient_flow.png").is_file()
