@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,21 @@ TINY = TINY_TASK["timer"] + TINY_TRAIN  # the default task, timer
 def tiny(task: str) -> list[str]:
     """Overrides for a one-second run of ``task``."""
     return [f"task={task}", *TINY_TASK[task], *TINY_TRAIN]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """Each test leaves the root logger's handlers as it found them. A run through Hydra in
+    this process (``main()`` of ``rnnexp train``) adds handlers on the streams of the test
+    that ran it, which pytest closes afterwards: a later test's log lines would go to a
+    closed stream, and logging would print its error to that test's stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -229,7 +229,8 @@ def plot_pivot(p: Pivot, path: Path) -> Path:
     line per row (e.g. ``--rows cell --cols task.lag``: one line per cell against the lag),
     the mean over seeds with the standard deviation as error bars, or the solved fraction.
     Without ``--cols`` the rows go along x as one line. Numeric x values are spaced as
-    numbers, others evenly."""
+    numbers (on a log scale when they are positive and span a factor of 20 or more), others
+    evenly."""
     from rnnexp import plots  # matplotlib only for --plot
 
     lines, xs = (p.row_keys, p.col_keys) if p.cols else ([()], p.row_keys)
@@ -247,6 +248,10 @@ def plot_pivot(p: Pivot, path: Path) -> Path:
         )
         ax.errorbar(positions, [y for y, _ in points], yerr=[e for _, e in points],
                     marker="o", capsize=3, label=name)  # fmt: skip
+    numeric = positions != list(range(len(labels)))
+    if numeric and min(positions) > 0 and max(positions) >= 20 * min(positions):
+        ax.set_xscale("log")  # lags 10..1000: evenly spread decades, not a crowded left end
+        ax.minorticks_off()
     ax.set_xticks(positions, labels)
     ax.set_xlabel(" ".join(p.cols) if p.cols else " ".join(p.rows))
     ax.set_ylabel("solved fraction" if p.value == SOLVED else f"{p.value} (mean ± std)")
