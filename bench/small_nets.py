@@ -3,6 +3,7 @@
     python bench/small_nets.py --quick          # T=100 only, about 20 s
     python bench/small_nets.py                  # T=100 and T=200, more rounds (1 min)
     python bench/small_nets.py --lengths 100 --rounds 9 --steps 40
+    python bench/small_nets.py --setup latch    # LSTM 32 at lags 100 and 1000
 
 The Pascanu 2013 setup (``experiment=pascanu2013``: 2-bit temporal order, Elman 50
 tanh units, "smart tanh" init, batch 20, SGD, norm clipping at 1), timed in one process on
@@ -48,18 +49,26 @@ from rnnexp.train.updates import GradientUpdate, build_update
 
 Step = Callable[[Batch], None]
 BARE = "bare nn.RNN + SGD + clip (eager)"
+BARE_LSTM = "bare nn.LSTM + Adam + clip (eager)"
 
 
 DEVICE = torch.device("cpu")  # --device: where every path runs
 
 
+SETUP = "pascanu"  # --setup: pascanu (Elman 50, T = task.length) or latch (LSTM 32, task.lag)
+
+
 def config(length: int, *overrides: str):
+    """The real config of the setup at length (pascanu: ``task.length``; latch: ``task.lag``)."""
+    setup = (
+        ["experiment=pascanu2013", f"task.length={length}", "clip=norm"]
+        if SETUP == "pascanu"
+        else ["experiment=bengio1994_latch", "cell=lstm", f"task.lag={length}"]
+    )
     with initialize_config_module(config_module="rnnexp.conf", version_base="1.3"):
         return compose(
-            config_name="config",
-            overrides=["experiment=pascanu2013", f"task.length={length}", "clip=norm",
-                       f"train.device={DEVICE.type}", *overrides],
-        )  # fmt: skip
+            config_name="config", overrides=[*setup, f"train.device={DEVICE.type}", *overrides]
+        )
 
 
 def draw_batches(length: int, count: int, seed: int = 0) -> list[Batch]:
@@ -117,6 +126,55 @@ def bare_step(inputs: int, hidden: int, classes: int, lr: float, loop: bool) -> 
     return step
 
 
+def bare_lstm_step(inputs: int, hidden: int, lr: float, forget_bias: float, loop: bool) -> Step:
+    """The latch loop a user writes: ``nn.LSTM`` (or, ``loop``, an eager LSTM step loop) +
+    ``nn.Linear`` head, MSE at the last step, ``clip_grad_norm_``, ``Adam.step``; the
+    forget gate's bias starts at ``forget_bias`` as rnnexp's ``memory=long`` does."""
+    torch.manual_seed(0)
+    rnn = nn.LSTM(inputs, hidden, batch_first=True).to(DEVICE)
+    with torch.no_grad():
+        rnn.bias_ih_l0[hidden : 2 * hidden] = forget_bias
+        rnn.bias_hh_l0[hidden : 2 * hidden] = 0.0
+    head = nn.Linear(hidden, 1).to(DEVICE)
+    params = [*rnn.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=lr)
+
+    def recur(x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> h_T (B, H)
+        if not loop:
+            return rnn(x)[0][:, -1]
+        xw = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0).unbind(1)
+        h = c = x.new_zeros(x.shape[0], hidden)
+        for xw_t in xw:
+            i, f, g, o = torch.addmm(xw_t, h, rnn.weight_hh_l0.t()).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        return h
+
+    def step(batch: Batch) -> None:
+        loss = F.mse_loss(head(recur(batch.inputs)), batch.targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+    return step
+
+
+def latch_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
+    """The latch configuration's paths: the fast path does not apply to an LSTM, whose
+    fused kernel (``torch.nn.LSTM``, what rnnexp's ``cell=lstm`` is) is the fast one."""
+    cfg = config(length)
+    inputs, hidden = batches[0].inputs.shape[-1], cfg.model.hidden_size
+    lr, bias = cfg.optim.lr, cfg.cell.forget_bias
+    update = rnnexp_update(length)
+    assert update.fast is None  # an LSTM: the general path, torch's fused kernel
+    return {
+        BARE_LSTM: bare_lstm_step(inputs, hidden, lr, bias, False),
+        "hand-written LSTM loop (eager)": bare_lstm_step(inputs, hidden, lr, bias, True),
+        "rnnexp cell=lstm (fused nn.LSTM)": rnnexp_step(update),
+    }
+
+
 def check_same_numbers(length: int, batch: Batch) -> float:
     """Largest relative difference of loss and gradients, fast vs general path, Ω on."""
     fast = rnnexp_update(length, "regularizer=pascanu")
@@ -162,19 +220,83 @@ def time_paths(
     return times
 
 
+def pascanu_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
+    """The Pascanu configuration's paths: bare, hand-written, rnnexp general and fast."""
+    cfg = config(length)
+    inputs, classes = batches[0].inputs.shape[-1], 2**cfg.task.bits
+    hidden, lr = cfg.model.hidden_size, cfg.optim.lr
+    return {
+        BARE: bare_step(inputs, hidden, classes, lr, False),
+        "hand-written tanh loop (eager)": bare_step(inputs, hidden, classes, lr, True),
+        "rnnexp regularizer=none, general": rnnexp_step(
+            rnnexp_update(length, "regularizer=none", "train.fast=false")
+        ),
+        "rnnexp regularizer=pascanu, general": rnnexp_step(
+            rnnexp_update(length, "regularizer=pascanu", "train.fast=false")
+        ),
+        "rnnexp regularizer=none, fast": rnnexp_step(rnnexp_update(length, "regularizer=none")),
+        "rnnexp regularizer=pascanu, fast": rnnexp_step(
+            rnnexp_update(length, "regularizer=pascanu")
+        ),
+    }
+
+
+def title(length: int, steps: int, rounds: int) -> str:
+    cfg = config(length)
+    run = f"{steps} steps x {rounds} rounds, {DEVICE.type}, {torch.get_num_threads()} thread(s)"
+    if SETUP == "latch":
+        return (
+            f"latch config: lstm H={cfg.model.hidden_size}, batch {cfg.train.batch_size}, "
+            f"{cfg.task.info_steps} + {length} steps, clip=norm, Adam; {run}"
+        )
+    return (
+        f"Pascanu config: elman H={cfg.model.hidden_size}, batch {cfg.train.batch_size}, "
+        f"T in [{length}, {-(-11 * length // 10)}), clip=norm, SGD; {run}"
+    )
+
+
+def print_table(console: Console, every: dict[str, list[float]], heading: str) -> None:
+    """Each path's median ms/step, and the median of its per-round ratio to the first
+    path (the bare loop) of the same round: load changes between rounds cancel."""
+    bare = next(iter(every))
+    base = every[bare]
+    table = Table(title=heading)
+    table.add_column("path")
+    table.add_column("ms/step (median)", justify="right")
+    table.add_column("range", justify="right")
+    table.add_column(f"vs {bare.split(' +')[0]} (median of rounds)", justify="right")
+    table.add_column("ratio range", justify="right")
+    for name, times in every.items():
+        ratios = sorted(t / b for t, b in zip(times, base, strict=True))
+        table.add_row(
+            name,
+            f"{statistics.median(times):.2f}",
+            f"{min(times):.2f}-{max(times):.2f}",
+            f"{statistics.median(ratios):.2f}x",
+            f"{ratios[0]:.2f}-{ratios[-1]:.2f}",
+        )
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="T=100 only, 15 rounds of 20 steps")
-    parser.add_argument("--lengths", default=None, help="comma-separated T (default 100,200)")
+    parser.add_argument("--quick", action="store_true", help="one length, 15 rounds of 20 steps")
+    parser.add_argument(
+        "--setup",
+        choices=["pascanu", "latch"],
+        default="pascanu",
+        help="pascanu: Elman 50, T 100 and 200; latch: LSTM 32, lags 100 and 1000",
+    )
+    parser.add_argument("--lengths", default=None, help="comma-separated T or lags")
     parser.add_argument("--steps", type=int, default=None, help="steps per path and round")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = torch.device(args.device)
+    global DEVICE, SETUP
+    DEVICE, SETUP = torch.device(args.device), args.setup
     torch.set_num_threads(args.threads)
-    lengths = [100] if args.quick else [100, 200]
+    lengths = [100] if args.quick else ([100, 200] if SETUP == "pascanu" else [100, 1000])
     if args.lengths:
         lengths = [int(v) for v in args.lengths.split(",")]
     steps = args.steps or (20 if args.quick else 30)
@@ -182,47 +304,13 @@ def main() -> None:
     console = Console(width=150)
     for length in lengths:
         batches = draw_batches(length, 64)
+        if SETUP == "latch":
+            print_table(console, time_paths(latch_paths(length, batches), batches, steps, rounds),
+                        title(length, steps, rounds))  # fmt: skip
+            continue
         worst = check_same_numbers(length, batches[0])
-        cfg = config(length)
-        inputs, classes = batches[0].inputs.shape[-1], 2**cfg.task.bits
-        hidden, lr = cfg.model.hidden_size, cfg.optim.lr
-        paths = {
-            BARE: bare_step(inputs, hidden, classes, lr, False),
-            "hand-written tanh loop (eager)": bare_step(inputs, hidden, classes, lr, True),
-            "rnnexp regularizer=none, general": rnnexp_step(
-                rnnexp_update(length, "regularizer=none", "train.fast=false")
-            ),
-            "rnnexp regularizer=pascanu, general": rnnexp_step(
-                rnnexp_update(length, "regularizer=pascanu", "train.fast=false")
-            ),
-            "rnnexp regularizer=none, fast": rnnexp_step(rnnexp_update(length, "regularizer=none")),
-            "rnnexp regularizer=pascanu, fast": rnnexp_step(
-                rnnexp_update(length, "regularizer=pascanu")
-            ),
-        }
-        every = time_paths(paths, batches, steps, rounds)
-        base = every[BARE]
-        table = Table(
-            title=f"Pascanu config: elman H={hidden}, batch {cfg.train.batch_size}, "
-            f"T in [{length}, {-(-11 * length // 10)}), clip=norm, SGD; {steps} steps x "
-            f"{rounds} rounds, {DEVICE.type}, {torch.get_num_threads()} thread(s)"
-        )
-        table.add_column("path")
-        table.add_column("ms/step (median)", justify="right")
-        table.add_column("range", justify="right")
-        table.add_column("vs bare nn.RNN (median of rounds)", justify="right")
-        table.add_column("ratio range", justify="right")
-        for name, times in every.items():
-            # each round's ratio to the bare loop of the same round: load changes cancel
-            ratios = sorted(t / b for t, b in zip(times, base, strict=True))
-            table.add_row(
-                name,
-                f"{statistics.median(times):.2f}",
-                f"{min(times):.2f}-{max(times):.2f}",
-                f"{statistics.median(ratios):.2f}x",
-                f"{ratios[0]:.2f}-{ratios[-1]:.2f}",
-            )
-        console.print(table)
+        every = time_paths(pascanu_paths(length, batches), batches, steps, rounds)
+        print_table(console, every, title(length, steps, rounds))
         console.print(
             f"fast vs general path (Ω on, one batch): largest relative difference of loss, "
             f"gradients and Ω = {worst:.1e}"
