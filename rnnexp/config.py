@@ -110,8 +110,9 @@ def _config_error(
     key = unexpected.group(1) if unexpected else ""
     if accepted and key not in accepted:
         return RnnexpError(
-            f"{what}.{key} is not a key of {node._target_}: remove that override, or use "
-            f"one of {', '.join(accepted)}"
+            f"{what}.{key} is not a key of {node._target_}: remove it (an override, or a "
+            f"key an experiment config sets: ~{what}.{key}), or use one of "
+            f"{', '.join(accepted)}"
         )
     return RnnexpError(f"cannot build {what} from its config: {type(cause).__name__}: {cause}")
 
