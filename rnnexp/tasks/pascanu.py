@@ -294,6 +294,8 @@ class MarkedPairTask(PascanuTask):
         tolerance: Pascanu's largest squared error that counts as correct (0.04).
         abs_tolerance: HS97's bound: correct when ``|error| < abs_tolerance`` (0.04).
         train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
+        val_lengths: ``test`` or ``train``, the validation set's lengths
+            (:class:`PascanuTask`).
     """
 
     input_size = 2
@@ -315,10 +317,18 @@ class MarkedPairTask(PascanuTask):
         form: str = "pascanu",
         criterion: str | None = None,
         abs_tolerance: float = ABS_ERROR_TOLERANCE,
+        val_lengths: str = "test",
         name: str = "",  # the yaml's `name` key; the class attribute is the task's name
     ) -> None:
         super().__init__(
-            length, solved_error_rate, seed, num_val, num_test, eval_batch_size, train_min_length
+            length,
+            solved_error_rate,
+            seed,
+            num_val,
+            num_test,
+            eval_batch_size,
+            train_min_length,
+            val_lengths=val_lengths,
         )
         if form not in FORMS:
             raise RnnexpError(f"task.form={form!r}: choose one of {', '.join(FORMS)}")

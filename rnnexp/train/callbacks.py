@@ -28,7 +28,7 @@ import logging
 import math
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -74,6 +74,14 @@ class Run:
     max_steps: int
     writer: SummaryWriter | None = None  # set by Callbacks.running: TensorBoard's
     stop: bool = False  # a callback sets it to end the run after this evaluation's checkpoint
+    # the best val evaluation before this start ({"step", "value", ...}: a resumed run's,
+    # from its checkpoint); empty for a new run
+    best: dict[str, Any] = field(default_factory=dict)
+
+    def best_before(self) -> tuple[float, int] | None:
+        """``(value, step)`` of the best val evaluation before this start, or ``None``."""
+        value, step = self.best.get("value"), self.best.get("step")
+        return None if value is None or step is None else (float(value), int(step))
 
 
 class Callback:
@@ -200,6 +208,8 @@ class ProgressBar(Callback):
 
     def on_train_start(self, run: Run) -> None:
         super().on_train_start(run)
+        before = run.best_before()  # a resumed run's best so far
+        self.best = None if before is None else before[0]
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -212,7 +222,8 @@ class ProgressBar(Callback):
         self.progress.start()
         self.bar = self.progress.add_task(
             f"{run.task.name}/{run.cfg.cell.name}", total=run.max_steps,
-            completed=run.start_step, loss=math.nan, metric="-",
+            completed=run.start_step, loss=math.nan,
+            metric="-" if self.best is None else f"{self.best:.4g}",
         )  # fmt: skip
 
     def on_step_end(self, step: int, result: StepResult) -> None:
@@ -320,7 +331,8 @@ class EarlyStopping(Callback):
             ``metrics.json`` gets ``stopped_at_target``.
         patience: ``train.patience``: after this many val evaluations in a row without an
             improvement of the task's metric (lightning-hydra-template's early stopping);
-            ``metrics.json`` gets ``stopped_early``. A resumed run counts from its start.
+            ``metrics.json`` gets ``stopped_early``. A resumed run continues the count: the
+            evaluations since its best step, at ``train.eval_every``.
     """
 
     def __init__(self, stop_at: float | None = None, patience: int | None = None) -> None:
@@ -328,8 +340,11 @@ class EarlyStopping(Callback):
 
     def on_train_start(self, run: Run) -> None:
         super().on_train_start(run)
-        self.best: float | None = None
-        self.waited = 0  # evaluations since the last improvement
+        before = run.best_before()  # a resumed run's best so far
+        self.best: float | None = None if before is None else before[0]
+        # evaluations since the last improvement
+        every = int(run.cfg.train.eval_every)
+        self.waited = 0 if before is None else max(run.start_step - before[1], 0) // every
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
         run = self.run
@@ -354,13 +369,14 @@ class EarlyStopping(Callback):
 class LogLines(Callback):
     """Log lines people can follow (in the console and the run's ``train.log``, which a
     SLURM ``.out`` file shows as it grows): the run folder at the start, one line per
-    evaluation with the val metrics and the best of this run's evaluations so far, and once
+    evaluation with the val metrics and the run's best evaluation so far (a resumed run's
+    included), and once
     the run completes its test scores and where to look (``metrics.json``, ``tensorboard
     --logdir``)."""
 
     def on_train_start(self, run: Run) -> None:
         super().on_train_start(run)
-        self.best: tuple[float, int] | None = None  # (value, step): of this run's evaluations
+        self.best: tuple[float, int] | None = run.best_before()  # (value, step) so far
         log.info("run folder: %s", run.run_dir)
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:

@@ -204,7 +204,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     scored = update.scored  # the weights evaluated: the moving average with train.ema_decay
     train_time, steps_timed = 0.0, 0
     model.train()
-    watched = Run(cfg, run_dir, task, model, scored, device, record, step, max_steps)
+    watched = Run(cfg, run_dir, task, model, scored, device, record, step, max_steps, best=best)
     with callbacks.running(watched):
         while step < max_steps:
             step += 1

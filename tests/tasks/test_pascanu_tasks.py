@@ -134,6 +134,21 @@ def test_val_lengths_train_draws_the_validation_set_as_the_training_batches(cls)
         cls(length=40, val_lengths="all")
 
 
+@pytest.mark.parametrize("cls", [AddingTask, MultiplicationTask])
+def test_marked_pairs_validate_over_the_training_range_on_request(cls) -> None:
+    """Adding and multiplication: ``val_lengths=train`` draws the validation chunks from the
+    training range ``[train_min_length, 1.1 T)``, as the code's validation does; the test
+    set keeps ``[T, 1.1 T)``."""
+    task = cls(length=40, train_min_length=20, val_lengths="train", num_val=800,
+               num_test=80, eval_batch_size=4)  # fmt: skip
+    assert {c.inputs.shape[1] for c in task.held_out("val")} == set(range(20, 44))
+    assert {c.inputs.shape[1] for c in task.held_out("test")} <= set(range(40, 44))
+    default = cls(length=40, train_min_length=20, num_val=80, eval_batch_size=4)
+    assert {c.inputs.shape[1] for c in default.held_out("val")} <= set(range(40, 44))
+    with pytest.raises(RnnexpError, match="task.val_lengths='all'"):
+        cls(length=40, val_lengths="all")
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -156,6 +156,28 @@ def test_patience_ends_the_run_after_evaluations_without_improvement(tmp_path: P
     assert Checkpoint.load(tmp_path / "stopped" / "checkpoints" / "last.pt").step == 6
 
 
+def test_a_resumed_run_keeps_its_best_and_its_patience_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Resumed after two evaluations without improvement, patience 3 stops the run where
+    the uninterrupted run stops (step 8, not 3 evaluations after the resume), and the log
+    lines name the best evaluation before the resume."""
+    import logging
+
+    common = ["train.eval_every=2", "optim=sgd", "optim.lr=0.0", "train.patience=3",
+              "sched=constant"]  # fmt: skip
+    whole = run(tmp_path / "whole", *common, "train.max_steps=40")
+    assert whole["stopped_early"] == {"patience": 3, "step": 8}
+    run(tmp_path / "first", *common, "train.max_steps=4")
+    with caplog.at_level(logging.INFO, logger="rnnexp.train.callbacks"):
+        rest = run(tmp_path / "rest", *common, "train.max_steps=40",
+                   f"train.resume={tmp_path / 'first'}")  # fmt: skip
+    assert rest["stopped_early"] == {"patience": 3, "step": 8}
+    assert rest["best"]["step"] == 2
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 6/40")]
+    assert "at step 2)" in lines[0]
+
+
 def test_ema_of_follows_the_warmed_up_average() -> None:
     layer = torch.nn.Linear(1, 1, bias=False)
     ema, expected = ema_of(layer, decay=0.9), None
