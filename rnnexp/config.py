@@ -119,15 +119,25 @@ def _config_error(
 
 def _arguments(target: Any) -> list[str]:
     """The keyword arguments ``target`` (a dotted path) takes; none when they are unknown
-    (no such target, or it passes ``**kwargs`` on)."""
+    (no such target, or a function that passes ``**kwargs`` on). A class whose
+    ``__init__`` passes ``**settings`` on to its base's takes the base's keys too."""
     try:
-        parameters = inspect.signature(get_object(str(target))).parameters.values()
+        obj = get_object(str(target))
+        inits = (
+            [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)]
+            if inspect.isclass(obj)
+            else [obj]
+        )
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names: list[str] = []
+        for function in inits:
+            parameters = list(inspect.signature(function).parameters.values())
+            names += [p.name for p in parameters if p.kind in kinds and p.name not in names]
+            if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+                return [name for name in names if name != "self"]
     except (ImportError, ValueError, TypeError, AttributeError):
         return []
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in parameters if p.kind in kinds]
+    return []  # **kwargs all the way down: unknown
 
 
 @functools.cache

@@ -104,6 +104,11 @@ def test_build_turns_config_errors_into_one_line() -> None:
         RnnexpError, match=r"task.calibrate is not a key of \S+TimerTask: .*max_duration"
     ):
         build(cfg.task, "task")
+    # a task that passes **settings on to its base: the base's keys are named too
+    cfg = compose_config("task=adding", "+task.colour=red")
+    with pytest.raises(RnnexpError, match=r"task.colour is not a key of \S+AddingTask: .*form.*"
+                       r"train_min_length"):  # fmt: skip
+        build(cfg.task, "task")
     cfg = compose_config(*TINY, "optim.lr=-1")
     with pytest.raises(RnnexpError, match="Invalid learning rate"):
         build_with(cfg.optim, "optim", [torch.zeros(1, requires_grad=True)])

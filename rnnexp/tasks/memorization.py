@@ -14,13 +14,15 @@ positions (the code's default). See ``tasks/memorization/README.md``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
-from rnnexp.tasks.pascanu import SOLVED_ERROR_RATE, PascanuTask, classification_score
+from rnnexp.tasks.pascanu import PascanuTask, classification_score
 
 
 class MemorizationTask(PascanuTask):
@@ -38,17 +40,14 @@ class MemorizationTask(PascanuTask):
             per batch: :class:`PascanuTask`).
         n_values: symbols a pattern position can take.
         n_pos: positions in the pattern.
-        solved_error_rate: the run is solved when the test error rate is below it.
-        seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
-        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
-        variable_length: ``False`` (default, as the paper's code): every sequence has
-            ``l = length`` blanks; ``True``: each batch's ``l`` from ``[T, 1.1 T)``.
-        val_lengths: the validation set's lengths as the test set's (``test``) or as the
-            training batches' (``train``, as the paper's code).
+        settings: ``solved_error_rate``, the held-out sets, ``train_min_length``,
+            ``variable_length`` (default ``False``: every sequence has ``T`` steps, as the
+            paper's code), ``val_lengths`` (:class:`PascanuTask`).
     """
 
     name = "memorization"
     head = "every_step"
+    variable_length_default = False  # the code's generator takes l = T
     min_length = 1
 
     def __init__(
@@ -56,27 +55,9 @@ class MemorizationTask(PascanuTask):
         length: int = 50,
         n_values: int = 2,
         n_pos: int = 5,
-        solved_error_rate: float = SOLVED_ERROR_RATE,
-        seed: int = 1234,
-        num_val: int = 256,
-        num_test: int = 1000,
-        eval_batch_size: int = 250,
-        train_min_length: int | None = None,
-        variable_length: bool = False,
-        val_lengths: str = "test",
-        name: str = "memorization",
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            length,
-            solved_error_rate,
-            seed,
-            num_val,
-            num_test,
-            eval_batch_size,
-            train_min_length,
-            variable_length,
-            val_lengths,
-        )
+        super().__init__(length, **settings)
         if n_values < 2 or n_pos < 1:
             raise RnnexpError(f"task.n_values={n_values} must be >= 2 and task.n_pos={n_pos} >= 1")
         self.n_values, self.n_pos = n_values, n_pos

@@ -34,6 +34,7 @@ a sequence correct when ``|error| < 0.04`` (``task.criterion=hs97``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -193,6 +194,9 @@ class PascanuTask(SyntheticTask):
     Subclasses implement :meth:`sample_length` (a batch of one given length),
     :meth:`loss` and :meth:`score`.
 
+    The settings every Pascanu task shares; a subclass's ``__init__`` takes its own keys
+    and passes these on (``**settings``), so each is declared once, here.
+
     Args:
         length: ``T``, the (shortest) sequence length of the held-out sets.
         solved_error_rate: the run is solved when the test error rate is below it.
@@ -202,10 +206,12 @@ class PascanuTask(SyntheticTask):
             length)``; shorter sequences mixed in, as in the paper's code); ``None``: as
             the held-out sets.
         variable_length: ``True``: lengths from ``[length, 1.1 length)``
-            (:func:`draw_length`); ``False``: exactly ``length`` (:func:`draw_exact_length`).
+            (:func:`draw_length`); ``False``: exactly ``length`` (:func:`draw_exact_length`);
+            ``None``: the task's own (:attr:`variable_length_default`, as the paper's code).
         val_lengths: ``test``: the validation set draws its lengths as the test set does;
             ``train``: as the training batches do (with ``train_min_length``, the
             paper's code's validation on its whole training range).
+        name: the yaml's ``name`` key (the class attribute is the task's name).
     """
 
     encoder = "linear"
@@ -213,20 +219,25 @@ class PascanuTask(SyntheticTask):
     metric_mode = "min"
     diagnostics = True  # gradient flow is what these tasks are about
     min_length = 2  # the shortest T a subclass accepts
+    variable_length_default = True  # the code's generator draws l from [T, 1.1 T)
 
     def __init__(
         self,
-        length: int,
-        solved_error_rate: float,
-        seed: int,
-        num_val: int,
-        num_test: int,
-        eval_batch_size: int,
+        length: int = 50,
+        *,
+        solved_error_rate: float = SOLVED_ERROR_RATE,
+        seed: int = 1234,
+        num_val: int = 256,
+        num_test: int = 1000,
+        eval_batch_size: int = 250,
         train_min_length: int | None = None,
-        variable_length: bool = True,
+        variable_length: bool | None = None,
         val_lengths: str = "test",
+        name: str = "",
     ) -> None:
         super().__init__(seed, num_val, num_test, eval_batch_size)
+        if variable_length is None:
+            variable_length = self.variable_length_default
         if val_lengths not in VAL_LENGTHS:
             raise RnnexpError(
                 f"task.val_lengths={val_lengths!r}: choose one of {', '.join(VAL_LENGTHS)}"
@@ -293,9 +304,8 @@ class MarkedPairTask(PascanuTask):
             abs_tolerance`` is wrong); ``None``: the form's own rule.
         tolerance: Pascanu's largest squared error that counts as correct (0.04).
         abs_tolerance: HS97's bound: correct when ``|error| < abs_tolerance`` (0.04).
-        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
-        val_lengths: ``test`` or ``train``, the validation set's lengths
-            (:class:`PascanuTask`).
+        settings: ``solved_error_rate``, the held-out sets, ``train_min_length``,
+            ``val_lengths`` (:class:`PascanuTask`); lengths follow ``form``.
     """
 
     input_size = 2
@@ -308,28 +318,13 @@ class MarkedPairTask(PascanuTask):
         self,
         length: int = 50,
         tolerance: float = SQUARED_ERROR_TOLERANCE,
-        solved_error_rate: float = SOLVED_ERROR_RATE,
-        seed: int = 1234,
-        num_val: int = 256,
-        num_test: int = 1000,
-        eval_batch_size: int = 250,
-        train_min_length: int | None = None,
         form: str = "pascanu",
         criterion: str | None = None,
         abs_tolerance: float = ABS_ERROR_TOLERANCE,
-        val_lengths: str = "test",
-        name: str = "",  # the yaml's `name` key; the class attribute is the task's name
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            length,
-            solved_error_rate,
-            seed,
-            num_val,
-            num_test,
-            eval_batch_size,
-            train_min_length,
-            val_lengths=val_lengths,
-        )
+        super().__init__(length, **settings)
+        train_min_length = self.train_min_length
         if form not in FORMS:
             raise RnnexpError(f"task.form={form!r}: choose one of {', '.join(FORMS)}")
         criterion = form if criterion is None else criterion
@@ -356,9 +351,9 @@ class MarkedPairTask(PascanuTask):
         return cls.combine(x1, x2)
 
     def draw_steps(self, generator: torch.Generator, shortest: int | None = None) -> int:
-        if self.form == "hs97":
+        if self.form == "hs97" and self.variable_length:
             return draw_hs97_length(self.length, generator, shortest)
-        return draw_length(self.length, generator, shortest)
+        return super().draw_steps(generator, shortest)
 
     def sample_length(self, batch_size: int, steps: int, generator: torch.Generator) -> Batch:
         if self.form == "hs97":

@@ -9,12 +9,14 @@ outputs, not 100). See ``tasks/permutation/README.md``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.nn import functional as F
 
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
-from rnnexp.tasks.pascanu import SOLVED_ERROR_RATE, LastStepClassificationTask
+from rnnexp.tasks.pascanu import LastStepClassificationTask
 
 
 class PermutationTask(LastStepClassificationTask):
@@ -24,43 +26,22 @@ class PermutationTask(LastStepClassificationTask):
     Args:
         length: ``T``, the sequence length (:class:`PascanuTask`).
         num_symbols: size of the one-hot input (the paper: 100).
-        solved_error_rate: the run is solved when the test error rate is below it.
-        seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
-        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
-        variable_length: ``False`` (default, as the paper's code): every sequence has
-            ``T`` steps; ``True``: each batch's from ``[T, 1.1 T)`` (:class:`PascanuTask`).
-        val_lengths: the validation set's lengths as the test set's (``test``) or as the
-            training batches' (``train``, as the paper's code).
+        settings: ``solved_error_rate``, the held-out sets, ``train_min_length``,
+            ``variable_length`` (default ``False``: every sequence has ``T`` steps, as the
+            paper's code), ``val_lengths`` (:class:`PascanuTask`).
     """
 
     name = "permutation"
     output_size = 2
+    variable_length_default = False  # the code's generator takes l = T
 
     def __init__(
         self,
         length: int = 50,
         num_symbols: int = 100,
-        solved_error_rate: float = SOLVED_ERROR_RATE,
-        seed: int = 1234,
-        num_val: int = 256,
-        num_test: int = 1000,
-        eval_batch_size: int = 250,
-        train_min_length: int | None = None,
-        variable_length: bool = False,
-        val_lengths: str = "test",
-        name: str = "permutation",
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            length,
-            solved_error_rate,
-            seed,
-            num_val,
-            num_test,
-            eval_batch_size,
-            train_min_length,
-            variable_length,
-            val_lengths,
-        )
+        super().__init__(length, **settings)
         if num_symbols < 3:
             raise RnnexpError(f"task.num_symbols={num_symbols} must be >= 3")
         self.input_size = num_symbols

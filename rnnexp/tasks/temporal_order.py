@@ -10,12 +10,14 @@ distractor. At the last step the net names the class ``v0 + 2 v1 (+ 4 v2)``, wit
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.nn import functional as F
 
 from rnnexp.errors import RnnexpError
 from rnnexp.tasks.base import Batch
-from rnnexp.tasks.pascanu import SOLVED_ERROR_RATE, LastStepClassificationTask, window_positions
+from rnnexp.tasks.pascanu import LastStepClassificationTask, window_positions
 
 NUM_SYMBOLS = 6  # A = 0, B = 1, distractors 2..5
 WINDOWS = {
@@ -31,44 +33,23 @@ class TemporalOrderTask(LastStepClassificationTask):
     Args:
         length: ``T``, the sequence length (:class:`PascanuTask`).
         bits: 2 (4 classes) or 3 (8 classes).
-        solved_error_rate: the run is solved when the test error rate is below it.
-        seed, num_val, num_test, eval_batch_size: the fixed held-out sets.
-        train_min_length: shorter training sequences mixed in (:class:`PascanuTask`).
-        variable_length: ``False`` (default, as the paper's code): every sequence has
-            ``T`` steps; ``True``: each batch's from ``[T, 1.1 T)`` (:class:`PascanuTask`).
-        val_lengths: the validation set's lengths as the test set's (``test``) or as the
-            training batches' (``train``, as the paper's code).
+        settings: ``solved_error_rate``, the held-out sets, ``train_min_length``,
+            ``variable_length`` (default ``False``: every sequence has ``T`` steps, as the
+            paper's code), ``val_lengths`` (:class:`PascanuTask`).
     """
 
     name = "temporal_order"
     input_size = NUM_SYMBOLS
+    variable_length_default = False  # the code's generator takes l = T
     min_length = 10  # every window holds at least one step, and windows never overlap
 
     def __init__(
         self,
         length: int = 50,
         bits: int = 2,
-        solved_error_rate: float = SOLVED_ERROR_RATE,
-        seed: int = 1234,
-        num_val: int = 256,
-        num_test: int = 1000,
-        eval_batch_size: int = 250,
-        train_min_length: int | None = None,
-        variable_length: bool = False,
-        val_lengths: str = "test",
-        name: str = "temporal_order",
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            length,
-            solved_error_rate,
-            seed,
-            num_val,
-            num_test,
-            eval_batch_size,
-            train_min_length,
-            variable_length,
-            val_lengths,
-        )
+        super().__init__(length, **settings)
         if bits not in WINDOWS:
             raise RnnexpError(f"task.bits={bits}; choose 2 (4 classes) or 3 (8 classes)")
         self.bits = bits

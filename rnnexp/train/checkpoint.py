@@ -176,8 +176,9 @@ ADDED_KEYS: tuple[tuple[str, str, str, Any], ...] = (
         for key, value in (("variable_length", True), ("val_lengths", "test"))
     ),
     *(
-        ("task", f"rnnexp.tasks.{name}.{cls}", "val_lengths", "test")
+        ("task", f"rnnexp.tasks.{name}.{cls}", key, value)
         for name, cls in (("adding", "AddingTask"), ("multiplication", "MultiplicationTask"))
+        for key, value in (("variable_length", True), ("val_lengths", "test"))
     ),
     ("clip", "rnnexp.train.clip.NormClip", "fallback", None),
     ("clip", "rnnexp.train.clip.NormClip", "fallback_above", 1.0e10),

@@ -23,6 +23,7 @@ from rnnexp.cells import count_parameters
 from rnnexp.config import build
 from rnnexp.errors import RnnexpError
 from rnnexp.nn.model import build_model
+from rnnexp.report.load import read_metrics
 from rnnexp.tasks.base import Task, TaskSpec, is_better
 from rnnexp.train.callbacks import Callbacks, Run
 from rnnexp.train.checkpoint import Checkpoint, load_model_state
@@ -111,7 +112,7 @@ def resume(
         torch.cuda.set_rng_state_all(saved.rng["cuda"])
     step = saved.step
     log.info("resumed from %s at step %d", resumed_from, step)
-    if step >= tc.max_steps:
+    if step >= tc.max_steps and not unscored_at_end(resumed_from, step, tc.max_steps):
         raise RnnexpError(
             f"{tc.resume} is already at step {step} >= train.max_steps={tc.max_steps}; "
             "raise train.max_steps to continue"
@@ -145,6 +146,19 @@ def start_from(cfg: DictConfig, task: Task, record: RunRecord) -> tuple[Checkpoi
     )
     log.info("starting from the weights of %s (step %d)", path, source.step)
     return source, task.setup(source.task if same_task else None)
+
+
+def unscored_at_end(checkpoint: Path, step: int, max_steps: int) -> bool:
+    """Whether ``checkpoint`` (a run's ``last.pt``) is at ``train.max_steps`` of a run that
+    ended before its test score (killed or requeued between its last checkpoint and the
+    test): resuming it then only scores it."""
+    if step != max_steps:
+        return False
+    try:
+        metrics = read_metrics(checkpoint.parent.parent) or {}
+    except ValueError:  # unreadable: nothing says it was scored
+        metrics = {}
+    return metrics.get("status") != "completed"
 
 
 def copy_best(resumed_from: Path, saved: Checkpoint, run_dir: Path) -> None:

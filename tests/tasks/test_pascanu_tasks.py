@@ -134,6 +134,17 @@ def test_val_lengths_train_draws_the_validation_set_as_the_training_batches(cls)
         cls(length=40, val_lengths="all")
 
 
+@pytest.mark.parametrize("form", ["pascanu", "hs97"])
+def test_marked_pairs_take_the_exact_length_on_request(form: str) -> None:
+    """``variable_length=false``: every adding sequence has exactly ``T`` steps, in both
+    forms; the default draws them as the form does."""
+    exact = AddingTask(length=40, form=form, variable_length=False, num_test=80,
+                       eval_batch_size=4)  # fmt: skip
+    assert {c.inputs.shape[1] for c in exact.held_out("test")} == {40}
+    drawn = AddingTask(length=40, form=form, num_test=400, eval_batch_size=4)
+    assert len({c.inputs.shape[1] for c in drawn.held_out("test")}) > 1
+
+
 @pytest.mark.parametrize("cls", [AddingTask, MultiplicationTask])
 def test_marked_pairs_validate_over_the_training_range_on_request(cls) -> None:
     """Adding and multiplication: ``val_lengths=train`` draws the validation chunks from the

@@ -178,6 +178,27 @@ def test_a_resumed_run_keeps_its_best_and_its_patience_count(
     assert "at step 2)" in lines[0]
 
 
+def test_a_run_killed_between_its_last_checkpoint_and_its_test_is_scored_on_resume(
+    tmp_path: Path,
+) -> None:
+    """``last.pt`` at ``train.max_steps`` of a run that never reached its test score (a
+    SLURM time limit, a kill): resuming it scores it, with the uninterrupted run's test
+    numbers. A completed run at ``train.max_steps`` still says to raise it."""
+    import json
+
+    whole = run(tmp_path / "whole", "train.max_steps=4", "train.eval_every=2")
+    metrics = tmp_path / "whole" / "metrics.json"
+    with pytest.raises(RnnexpError, match="raise train.max_steps"):
+        run(tmp_path / "again", "train.max_steps=4", "train.eval_every=2",
+            f"train.resume={tmp_path / 'whole'}")  # fmt: skip
+    killed = {k: v for k, v in json.loads(metrics.read_text()).items() if k != "final"}
+    metrics.write_text(json.dumps({**killed, "status": "interrupted"}))
+    scored = run(tmp_path / "scored", "train.max_steps=4", "train.eval_every=2",
+                 f"train.resume={tmp_path / 'whole'}")  # fmt: skip
+    assert scored["status"] == "completed" and scored["steps"] == 4
+    assert scored["final"] == pytest.approx(whole["final"], rel=1e-6)
+
+
 def test_ema_of_follows_the_warmed_up_average() -> None:
     layer = torch.nn.Linear(1, 1, bias=False)
     ema, expected = ema_of(layer, decay=0.9), None
