@@ -37,6 +37,17 @@ def tiny(task: str) -> list[str]:
     return [f"task={task}", *TINY_TASK[task], *TINY_TRAIN]
 
 
+def train_tiny(run_dir: Path, task: str, cell: str, *overrides: str) -> Path:
+    """A one-second run of ``task`` with ``cell`` into ``run_dir``, in this process (no
+    Hydra): the trained run folder the CLI tests read."""
+    from rnnexp.train.loop import train
+    from rnnexp.train.record import RunRecord
+
+    cfg = compose_config(*tiny(task), f"cell={cell}", *overrides)
+    train(cfg, run_dir, RunRecord(run_dir, task=task, cell=cell))
+    return run_dir
+
+
 @pytest.fixture(autouse=True)
 def _logging_as_found() -> Iterator[None]:
     """Each test leaves the root logger's handlers as it found them. A run through Hydra in

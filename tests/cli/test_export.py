@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, tiny
+from conftest import train_tiny
 from omegaconf import OmegaConf
 
 import rnnexp
@@ -25,35 +25,27 @@ from rnnexp.cli.export import export_run
 from rnnexp.cli.main import main
 from rnnexp.errors import RnnexpError
 from rnnexp.train.checkpoint import Checkpoint
-from rnnexp.train.loop import train
-from rnnexp.train.record import RunRecord
 
 DTYPES = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64}
-
-
-def trained(run_dir: Path, task: str, cell: str, *overrides: str) -> Path:
-    cfg = compose_config(*tiny(task), f"cell={cell}", *overrides)
-    train(cfg, run_dir, RunRecord(run_dir, task=task, cell=cell))
-    return run_dir
 
 
 @pytest.fixture(scope="module")
 def timer_lstm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny timer LSTM: float inputs (B, T, 2), a score at every step."""
-    return trained(tmp_path_factory.mktemp("timer_lstm"), "timer", "lstm")
+    return train_tiny(tmp_path_factory.mktemp("timer_lstm"), "timer", "lstm")
 
 
 @pytest.fixture(scope="module")
 def latch_gru(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny two-layer latch GRU with a learned h_0: one score per sequence (last step)."""
     run_dir = tmp_path_factory.mktemp("latch_gru")
-    return trained(run_dir, "latch", "gru", "model.num_layers=2", "cell.learn_h0=true")
+    return train_tiny(run_dir, "latch", "gru", "model.num_layers=2", "cell.learn_h0=true")
 
 
 @pytest.fixture(scope="module")
 def charlm_elman(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny character LM: token inputs, a vocabulary in the task state."""
-    return trained(tmp_path_factory.mktemp("charlm_elman"), "charlm", "elman")
+    return train_tiny(tmp_path_factory.mktemp("charlm_elman"), "charlm", "elman")
 
 
 def test_safetensors_rebuild_the_model_bit_for_bit(timer_lstm: Path) -> None:
@@ -141,7 +133,7 @@ def test_onnx_exports_exactly_the_fused_cells(latch_gru: Path, tmp_path: Path) -
              if isinstance(cells.create(name, 2, 16), FusedCell)}  # fmt: skip
     assert fused == set(exporting.ONNX_CELLS)
     pytest.importorskip("onnx")
-    peephole = trained(tmp_path / "peephole", "timer", "lstm_peephole")
+    peephole = train_tiny(tmp_path / "peephole", "timer", "lstm_peephole")
     with pytest.raises(RnnexpError, match="cell=lstm_peephole runs a Python loop"):
         export_run(peephole, "onnx")
     assert not (peephole / "model.onnx").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
-from conftest import compose_config, tiny
+from conftest import train_tiny
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rnnexp import cells
@@ -19,8 +19,6 @@ from rnnexp.cli.main import main
 from rnnexp.errors import RnnexpError
 from rnnexp.train.callbacks import Eigenvalues
 from rnnexp.train.checkpoint import Checkpoint
-from rnnexp.train.loop import train
-from rnnexp.train.record import RunRecord
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -108,17 +106,11 @@ def test_recurrent_blocks_split_weight_hh_by_gate() -> None:
     assert list(Eigenvalues.matrices(lstm))[:2] == ["layer 0 input", "layer 0 forget"]
 
 
-def trained(run_dir: Path, task: str, cell: str, *overrides: str) -> Path:
-    cfg = compose_config(*tiny(task), f"cell={cell}", *overrides)
-    train(cfg, run_dir, RunRecord(run_dir, task=task, cell=cell))
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def latch_lstm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny latch LSTM that kept its last two step checkpoints (evaluations at 10, 20, 30)."""
     run_dir = tmp_path_factory.mktemp("latch_lstm")
-    return trained(run_dir, "latch", "lstm", "train.max_steps=30", "train.keep_checkpoints=2",
+    return train_tiny(run_dir, "latch", "lstm", "train.max_steps=30", "train.keep_checkpoints=2",
                    "train.eigenvalues=true")  # fmt: skip
 
 
@@ -135,7 +127,7 @@ def test_the_callbacks_draw_eigenvalues_and_keep_step_checkpoints(latch_lstm: Pa
 def test_the_new_callbacks_change_nothing(tmp_path: Path, latch_lstm: Path) -> None:
     """Without the eigenvalue and checkpoint callbacks the run ends on the same weights."""
     off = ("~callbacks.eigenvalues", "~callbacks.keep_checkpoints", "train.max_steps=30")
-    trained(tmp_path, "latch", "lstm", *off)
+    train_tiny(tmp_path, "latch", "lstm", *off)
     ours = Checkpoint.load(latch_lstm / "checkpoints" / "last.pt").model
     theirs = Checkpoint.load(tmp_path / "checkpoints" / "last.pt").model
     assert ours.keys() == theirs.keys()
@@ -176,7 +168,7 @@ def test_eigenvalues_over_training(latch_lstm: Path, tmp_path: Path) -> None:
     ("latch", "elman", ["x", "h", "h_all"]),  # no gates: the hidden activations
 ])  # fmt: skip
 def test_gates_picture_of_other_cells(tmp_path: Path, task: str, cell: str, rows: list) -> None:
-    run_dir = trained(tmp_path / "run", task, cell, "train.max_steps=10")
+    run_dir = train_tiny(tmp_path / "run", task, cell, "train.max_steps=10")
     result = inspect_gates(run_dir, sequences=3)
     assert result.rows == rows and result.panels == 3 * len(rows)
     assert result.output == run_dir / "plots" / "gates.png" and result.output.stat().st_size

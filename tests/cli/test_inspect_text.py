@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CORPUS_LINES, compose_config, tiny
+from conftest import TINY_CORPUS_LINES, train_tiny
 
 from rnnexp.cli.inspect_text import (
     LEVELS,
@@ -38,23 +38,15 @@ from rnnexp.cli.inspect_text import (
 from rnnexp.cli.main import main
 from rnnexp.data.vocab import UNK_CHAR, Vocab
 from rnnexp.errors import RnnexpError
-from rnnexp.train.loop import train
-from rnnexp.train.record import RunRecord
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TEXT = "\n".join(TINY_CORPUS_LINES[:2] + TINY_CORPUS_LINES[3:]) + "\n"  # the corpus's own chars
 
 
-def trained(run_dir: Path, task: str, cell: str) -> Path:
-    cfg = compose_config(*tiny(task), f"cell={cell}")
-    train(cfg, run_dir, RunRecord(run_dir, task=task, cell=cell))
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def charlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LSTM char LM on the test corpus (20 steps, 8 units)."""
-    return trained(tmp_path_factory.mktemp("charlm"), "charlm", "lstm")
+    return train_tiny(tmp_path_factory.mktemp("charlm"), "charlm", "lstm")
 
 
 # ------------------------------------------------------------------ features
@@ -217,7 +209,7 @@ def test_inspect_a_file_with_a_chosen_unit(charlm: Path, tmp_path: Path) -> None
 def test_cells_without_a_cell_state(tmp_path: Path, cell: str, gates: list[str]) -> None:
     """A GRU has only h and its reset and update gates; an Elman net has no gates, so no
     saturation plot, and --state c is an error that names what it has."""
-    run_dir = trained(tmp_path / cell, "charlm", cell)
+    run_dir = train_tiny(tmp_path / cell, "charlm", cell)
     result = inspect_text(run_dir, TEXT, unit=1)
     assert result.unit == Unit(0, "h", 1)
     assert [s.gate for s in result.saturation] == gates
@@ -274,7 +266,7 @@ def test_cli(monkeypatch: pytest.MonkeyPatch, capsys, charlm: Path, tmp_path: Pa
 
 
 def test_a_run_that_is_no_char_lm_is_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
-    timer = trained(tmp_path / "timer", "timer", "gru")
+    timer = train_tiny(tmp_path / "timer", "timer", "gru")
     assert run_main(monkeypatch, str(timer), "--text", "some text") == 2
     err = capsys.readouterr().err
     assert "--text needs a character-level language model" in err and "timer" in err
