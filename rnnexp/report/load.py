@@ -30,6 +30,14 @@ JOB_DIR = re.compile(r"(\d+)(?:_.*)?", re.DOTALL)
 JOB_DIRNAME_MAX = 120
 """The longest job folder name :func:`job_dirname` makes (file systems allow 255 bytes)."""
 UNSAFE = re.compile(r"[^A-Za-z0-9._,=+~-]")
+# Overrides that say how a job ran, not what it ran (where it resumed from, on which device,
+# with how many threads, with a progress bar): never a swept key of a report, as they are
+# no part of a job folder's name (conf/config.yaml's override_dirname.exclude_keys, less
+# train.init_from, which changes what runs). A job continued in place with train.resume
+# keeps its place in the table.
+RUN_KEYS = frozenset(
+    {"train.resume", "train.device", "train.num_threads", "train.progress", "hparams_search"}
+)
 
 # Job states as the report counts them; `running` and `interrupted` are both unfinished.
 COMPLETED, FAILED, UNFINISHED, MISSING = "completed", "failed", "unfinished", "missing"
@@ -45,7 +53,8 @@ class Job:
     status: str
     """``completed``, ``failed``, ``running``, ``interrupted`` or ``missing`` (no metrics.json)."""
     overrides: dict[str, str]
-    """``key -> value`` of the job's command-line overrides (``+``/``++`` prefixes dropped)."""
+    """``key -> value`` of the job's command-line overrides (``+``/``++`` prefixes dropped),
+    less those that say how it ran (:data:`RUN_KEYS`)."""
     final: dict[str, float] = field(default_factory=dict)
     """Test-set metrics; only for a completed job."""
     error: str | None = None
@@ -100,10 +109,12 @@ def read_metrics(path: str | Path) -> dict[str, Any] | None:
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
-    """``["cell=gru", "+x=1", "~y"]`` -> ``{"cell": "gru", "x": "1", "~y": ""}``."""
+    """``["cell=gru", "+x=1", "~y"]`` -> ``{"cell": "gru", "x": "1", "~y": ""}``, less the
+    :data:`RUN_KEYS`."""
     parsed: dict[str, str] = {}
     for item in map(parse_override, overrides):
-        parsed[item.key if item.prefix != "~" else f"~{item.key}"] = item.value or ""
+        if item.key not in RUN_KEYS:
+            parsed[item.key if item.prefix != "~" else f"~{item.key}"] = item.value or ""
     return parsed
 
 

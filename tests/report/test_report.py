@@ -149,6 +149,21 @@ def test_parse_overrides() -> None:
         "y": "a=b",
         "~z": "",
     }
+    # how a job ran is no swept key: a job continued in place keeps its row
+    ran = ["task.lag=10", "train.resume=/runs/3", "train.device=cpu", "train.progress=false"]
+    assert load.parse_overrides(ran) == {"task.lag": "10"}
+
+
+def test_run_keys_are_those_left_out_of_job_folder_names() -> None:
+    """The report's :data:`RUN_KEYS` are the keys a job folder's name leaves out
+    (conf/config.yaml), less ``train.init_from``, which changes what runs."""
+    import yaml
+
+    import rnnexp.conf
+
+    config = yaml.safe_load(Path(rnnexp.conf.__file__).with_name("config.yaml").read_text())
+    excluded = set(config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"])
+    assert excluded - {"train.init_from"} == load.RUN_KEYS
 
 
 def test_pivot_rows_cols_value(sweep: Path) -> None:
