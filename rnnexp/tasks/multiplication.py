@@ -31,7 +31,7 @@ class MultiplicationTask(MarkedPairTask):
     Args (see :class:`MarkedPairTask`): ``length`` ``T``; ``form`` (``pascanu`` or
     ``hs97``); ``criterion``, ``tolerance``, ``abs_tolerance``; ``solved_error_rate``;
     ``seed``, ``num_val``, ``num_test``, ``eval_batch_size`` for the fixed held-out sets;
-    ``train_min_length``; ``val_lengths``.
+    ``train_min_length``; ``val_lengths``; ``variable_length``.
     """
 
     name = "multiplication"

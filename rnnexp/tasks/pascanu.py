@@ -305,7 +305,8 @@ class MarkedPairTask(PascanuTask):
         tolerance: Pascanu's largest squared error that counts as correct (0.04).
         abs_tolerance: HS97's bound: correct when ``|error| < abs_tolerance`` (0.04).
         settings: ``solved_error_rate``, the held-out sets, ``train_min_length``,
-            ``val_lengths`` (:class:`PascanuTask`); lengths follow ``form``.
+            ``val_lengths``, ``variable_length`` (default ``True``: lengths drawn as
+            ``form`` says; ``False``: exactly ``T``) (:class:`PascanuTask`).
     """
 
     input_size = 2

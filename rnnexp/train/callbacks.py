@@ -328,7 +328,9 @@ class EarlyStopping(Callback):
     Args:
         stop_at: ``train.stop_at``: once a val evaluation improves on the best so far and
             reaches this value of the task's metric (Pascanu's stopping rule: 0 errors);
-            ``metrics.json`` gets ``stopped_at_target``.
+            ``metrics.json`` gets ``stopped_at_target``. A run resumed from a checkpoint
+            whose best had reached it (killed between that evaluation and its test)
+            stops at once, as the uninterrupted run did: it is only scored.
         patience: ``train.patience``: after this many val evaluations in a row without an
             improvement of the task's metric (lightning-hydra-template's early stopping);
             ``metrics.json`` gets ``stopped_early``. A resumed run continues the count: the
@@ -345,6 +347,14 @@ class EarlyStopping(Callback):
         # evaluations since the last improvement
         every = int(run.cfg.train.eval_every)
         self.waited = 0 if before is None else max(run.start_step - before[1], 0) // every
+        if before is not None and reached(before[0], self.stop_at, run.task.metric_mode):
+            log.info("resumed at val %s=%.4g (step %d), which reached train.stop_at=%g: "
+                     "stopping", run.task.metric, before[0], before[1], self.stop_at)  # fmt: skip
+            run.record.update(stopped_at_target=True)
+            run.stop = True
+        elif self.patience and self.waited >= self.patience:  # resumed where patience ran out
+            run.record.update(stopped_early={"patience": self.patience, "step": run.start_step})
+            run.stop = True
 
     def on_evaluate(self, step: int, split: str, metrics: dict[str, float]) -> None:
         run = self.run
@@ -370,9 +380,8 @@ class LogLines(Callback):
     """Log lines people can follow (in the console and the run's ``train.log``, which a
     SLURM ``.out`` file shows as it grows): the run folder at the start, one line per
     evaluation with the val metrics and the run's best evaluation so far (a resumed run's
-    included), and once
-    the run completes its test scores and where to look (``metrics.json``, ``tensorboard
-    --logdir``)."""
+    included), and once the run completes its test scores and where to look
+    (``metrics.json``, ``tensorboard --logdir``)."""
 
     def on_train_start(self, run: Run) -> None:
         super().on_train_start(run)

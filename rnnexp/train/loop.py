@@ -220,7 +220,7 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
     model.train()
     watched = Run(cfg, run_dir, task, model, scored, device, record, step, max_steps, best=best)
     with callbacks.running(watched):
-        while step < max_steps:
+        while step < max_steps and not watched.stop:  # stop: e.g. resumed at its target
             step += 1
             tick = time.perf_counter()
             batch = next(stream).to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,15 @@ def test_stop_at_ends_the_run_once_val_reaches_the_target(tmp_path: Path) -> Non
     assert "nrmse" in stopped["final"]
     full = run(tmp_path / "full", "train.max_steps=8", "train.eval_every=4")
     assert full["steps"] == 8 and "stopped_at_target" not in full
+    # killed after the evaluation that reached the target, before the test: resuming it
+    # only scores it, as the uninterrupted run stopped there
+    metrics = tmp_path / "stopped" / "metrics.json"
+    killed = {k: v for k, v in json.loads(metrics.read_text()).items() if k != "final"}
+    metrics.write_text(json.dumps({**killed, "status": "interrupted"}))
+    scored = run(tmp_path / "scored", "train.max_steps=20", "train.eval_every=4",
+                 "train.stop_at=100.0", f"train.resume={tmp_path / 'stopped'}")  # fmt: skip
+    assert scored["steps"] == 4 and scored["stopped_at_target"] is True
+    assert scored["final"] == pytest.approx(stopped["final"], rel=1e-6)
 
 
 def test_patience_ends_the_run_after_evaluations_without_improvement(tmp_path: Path) -> None:
@@ -184,8 +194,6 @@ def test_a_run_killed_between_its_last_checkpoint_and_its_test_is_scored_on_resu
     """``last.pt`` at ``train.max_steps`` of a run that never reached its test score (a
     SLURM time limit, a kill): resuming it scores it, with the uninterrupted run's test
     numbers. A completed run at ``train.max_steps`` still says to raise it."""
-    import json
-
     whole = run(tmp_path / "whole", "train.max_steps=4", "train.eval_every=2")
     metrics = tmp_path / "whole" / "metrics.json"
     with pytest.raises(RnnexpError, match="raise train.max_steps"):
