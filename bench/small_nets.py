@@ -116,8 +116,21 @@ def bare_step(inputs: int, hidden: int, classes: int, lr: float, loop: bool) -> 
             h = torch.tanh(torch.addmm(xw_t, h, rnn.weight_hh_l0.t()))
         return h
 
+    return clipped_step(recur, head, F.cross_entropy, params, optimizer)
+
+
+def clipped_step(
+    recur: Callable[[torch.Tensor], torch.Tensor],
+    head: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    params: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+) -> Step:
+    """One user-written training step: ``loss_fn(head(recur(x)), y)``, backward,
+    ``clip_grad_norm_`` at 1, the optimizer's step."""
+
     def step(batch: Batch) -> None:
-        loss = F.cross_entropy(head(recur(batch.inputs)), batch.targets)
+        loss = loss_fn(head(recur(batch.inputs)), batch.targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -150,14 +163,7 @@ def bare_lstm_step(inputs: int, hidden: int, lr: float, forget_bias: float, loop
             h = torch.sigmoid(o) * torch.tanh(c)
         return h
 
-    def step(batch: Batch) -> None:
-        loss = F.mse_loss(head(recur(batch.inputs)), batch.targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-
-    return step
+    return clipped_step(recur, head, F.mse_loss, params, optimizer)
 
 
 def latch_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
