@@ -4,6 +4,7 @@
     python bench/small_nets.py                  # T=100 and T=200, more rounds (1 min)
     python bench/small_nets.py --lengths 100 --rounds 9 --steps 40
     python bench/small_nets.py --setup latch    # LSTM 32 at lags 100 and 1000
+    python bench/small_nets.py --setup seeds    # 5 seeds: one process each, or batched in one
 
 The Pascanu 2013 setup (``experiment=pascanu2013``: 2-bit temporal order, Elman 50
 tanh units, "smart tanh" init, batch 20, SGD, norm clipping at 1), timed in one process on
@@ -25,6 +26,16 @@ the median over rounds of its ratio to the bare loop *of the same round* (on a s
 machine the load changes from round to round; within a round it is nearly the same for
 all paths). Before timing, the fast and general paths are checked to give the same loss,
 gradients and Ω on one batch.
+
+``--setup seeds`` asks how a sweep over seeds should share a machine (issue 23, item 2):
+one process per seed and core, each running the fast path (what ``hydra/launcher=joblib``
+does, one thread per job), or the seeds batched into one process, S nets trained side by
+side as one batched recurrence (``bmm`` over a leading seed axis). On a core, the first
+costs the fast path's ms/step per seed; the second its ms/step divided by S. The batched
+path here is a bare prototype of the fast kernel with a seed axis (the same forward and
+backward loops, ``baddbmm_`` for ``addmm_``, NumPy ``tanh``; per-seed norm clipping, SGD;
+no Ω), so it bounds what batching could gain: its per-seed time beside the fast path's
+without Ω is the comparison.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from rich.console import Console
@@ -55,14 +67,14 @@ BARE_LSTM = "bare nn.LSTM + Adam + clip (eager)"
 DEVICE = torch.device("cpu")  # --device: where every path runs
 
 
-SETUP = "pascanu"  # --setup: pascanu (Elman 50, T = task.length) or latch (LSTM 32, task.lag)
+SETUP = "pascanu"  # --setup: pascanu/seeds (Elman 50, T = task.length), latch (LSTM 32, task.lag)
 
 
 def config(length: int, *overrides: str):
     """The real config of the setup at length (pascanu: ``task.length``; latch: ``task.lag``)."""
     setup = (
         ["experiment=pascanu2013", f"task.length={length}", "clip=norm"]
-        if SETUP == "pascanu"
+        if SETUP != "latch"
         else ["experiment=bengio1994_latch", "cell=lstm", f"task.lag={length}"]
     )
     with initialize_config_module(config_module="rnnexp.conf", version_base="1.3"):
@@ -181,6 +193,97 @@ def latch_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
     }
 
 
+class SeedsElman(torch.autograd.Function):
+    """S independent tanh Elman layers as one recurrence (a seed axis in front of the batch):
+    ``xw`` ``(T, S, B, H)``, ``h0`` ``(S, B, H)``, ``weight`` ``(S, H, H)`` -> ``h_1 .. h_T``
+    ``(T, S, B, H)``. The fast kernel's loops (:class:`rnnexp.cells.fused.ElmanOmega`
+    without Ω or hook) with ``baddbmm_`` in place of ``addmm_``."""
+
+    @staticmethod
+    def forward(ctx, xw, h0, weight):
+        hs = torch.empty((xw.shape[0] + 1, *h0.shape))  # h_0 .. h_T
+        hs[0].copy_(h0)
+        hs[1:].copy_(xw)
+        arrays, wt = hs.numpy(), weight.transpose(1, 2)
+        for t in range(1, hs.shape[0]):
+            hs[t].baddbmm_(hs[t - 1], wt)  # (S, B, H): xw_t + h_{t-1} W^T, per seed
+            np.tanh(arrays[t], out=arrays[t])
+        ctx.save_for_backward(hs, weight)
+        return hs[1:]
+
+    @staticmethod
+    def backward(ctx, grad_hs):
+        hs, weight = ctx.saved_tensors
+        steps, seeds, batch, hidden = hs[1:].shape
+        slopes = torch.mul(hs[1:], hs[1:]).neg_().add_(1.0)  # φ'_t, then a_t in place
+        raw = grad_hs.contiguous().clone()  # g_t, then δ_t = g_t + a_{t+1} W
+        raw_arrays, slope_arrays = raw.numpy(), slopes.numpy()
+        slopes[-1].mul_(raw[-1])
+        for t in range(steps - 2, -1, -1):
+            raw[t].baddbmm_(slopes[t + 1], weight)
+            np.multiply(slope_arrays[t], raw_arrays[t], out=slope_arrays[t])
+        grad_h0 = torch.bmm(slopes[0], weight)
+        a = slopes.permute(1, 3, 0, 2).reshape(seeds, hidden, steps * batch)
+        before = hs[:-1].permute(1, 0, 2, 3).reshape(seeds, steps * batch, hidden)
+        return slopes, grad_h0, torch.bmm(a, before)  # Σ_t a_t^T h_{t-1}, per seed
+
+
+def batched_seeds_step(seeds: int, inputs: int, hidden: int, classes: int, lr: float) -> Step:
+    """``seeds`` Elman nets (with heads) trained side by side in one process: cross-entropy
+    at the last step, each seed's gradient norm-clipped at 1 on its own, one ``SGD.step``.
+    Every seed gets the batch it is called with (the timing does not depend on the data)."""
+    torch.manual_seed(0)
+    scale = hidden**-0.5
+    shapes = [(inputs, hidden), (1, hidden), (hidden, hidden), (hidden, classes), (1, classes)]
+    params = [nn.Parameter((torch.rand(seeds, *s) * 2 - 1) * scale) for s in shapes]
+    weight_ih, bias, weight_hh, weight_out, bias_out = params
+    optimizer = torch.optim.SGD(params, lr=lr)
+
+    def step(batch: Batch) -> None:
+        x = batch.inputs.expand(seeds, *batch.inputs.shape)  # (S, B, T, I)
+        _, size, steps, _ = x.shape
+        xw = torch.baddbmm(bias, x.reshape(seeds, size * steps, inputs), weight_ih)
+        xw = xw.view(seeds, size, steps, hidden).permute(2, 0, 1, 3)  # (T, S, B, H)
+        hs = SeedsElman.apply(xw, x.new_zeros(seeds, size, hidden), weight_hh)
+        logits = torch.baddbmm(bias_out, hs[-1], weight_out)  # (S, B, C)
+        targets = batch.targets.repeat(seeds)
+        loss = F.cross_entropy(logits.reshape(seeds * size, classes), targets) * seeds
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # the sum of the seeds' mean losses: each seed's own gradient
+        norms = torch.stack([p.grad.view(seeds, -1).norm(dim=1) for p in params]).norm(dim=0)
+        factor = (1.0 / (norms + 1e-6)).clamp_max(1.0)  # clip_grad_norm_'s rule, per seed
+        for p in params:
+            p.grad.mul_(factor.view(seeds, *[1] * (p.dim() - 1)))
+        optimizer.step()
+
+    return step
+
+
+SEEDS = (2, 5, 10)  # --setup seeds: the batch sizes of seeds in one process
+
+
+def seeds_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
+    """One seed per process (rnnexp fast, bare) against ``S`` seeds batched in one process."""
+    cfg = config(length)
+    inputs, classes = batches[0].inputs.shape[-1], 2**cfg.task.bits
+    hidden, lr = cfg.model.hidden_size, cfg.optim.lr
+    return {  # the first path is the ratios' baseline: one seed, fast path, no Ω
+        "rnnexp regularizer=none, fast (one seed)": rnnexp_step(
+            rnnexp_update(length, "regularizer=none")
+        ),
+        BARE: bare_step(inputs, hidden, classes, lr, False),
+        "rnnexp regularizer=pascanu, fast (one seed)": rnnexp_step(
+            rnnexp_update(length, "regularizer=pascanu")
+        ),
+        **{
+            f"{s} seeds batched, no Ω (per seed)": batched_seeds_step(
+                s, inputs, hidden, classes, lr
+            )
+            for s in SEEDS
+        },  # fmt: skip
+    }
+
+
 def check_same_numbers(length: int, batch: Batch) -> float:
     """Largest relative difference of loss and gradients, fast vs general path, Ω on."""
     fast = rnnexp_update(length, "regularizer=pascanu")
@@ -263,14 +366,14 @@ def title(length: int, steps: int, rounds: int) -> str:
 
 def print_table(console: Console, every: dict[str, list[float]], heading: str) -> None:
     """Each path's median ms/step, and the median of its per-round ratio to the first
-    path (the bare loop) of the same round: load changes between rounds cancel."""
+    path (the baseline) of the same round: load changes between rounds cancel."""
     bare = next(iter(every))
     base = every[bare]
     table = Table(title=heading)
     table.add_column("path")
     table.add_column("ms/step (median)", justify="right")
     table.add_column("range", justify="right")
-    table.add_column(f"vs {bare.split(' +')[0]} (median of rounds)", justify="right")
+    table.add_column(f"vs {bare.split(' +')[0].split(' (')[0]} (median of rounds)", justify="right")
     table.add_column("ratio range", justify="right")
     for name, times in every.items():
         ratios = sorted(t / b for t, b in zip(times, base, strict=True))
@@ -289,9 +392,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one length, 15 rounds of 20 steps")
     parser.add_argument(
         "--setup",
-        choices=["pascanu", "latch"],
+        choices=["pascanu", "latch", "seeds"],
         default="pascanu",
-        help="pascanu: Elman 50, T 100 and 200; latch: LSTM 32, lags 100 and 1000",
+        help="pascanu: Elman 50, T 100 and 200; latch: LSTM 32, lags 100 and 1000; "
+        "seeds: Elman 50 at T 100, one seed per process against seeds batched",
     )
     parser.add_argument("--lengths", default=None, help="comma-separated T or lags")
     parser.add_argument("--steps", type=int, default=None, help="steps per path and round")
@@ -302,7 +406,8 @@ def main() -> None:
     global DEVICE, SETUP
     DEVICE, SETUP = torch.device(args.device), args.setup
     torch.set_num_threads(args.threads)
-    lengths = [100] if args.quick else ([100, 200] if SETUP == "pascanu" else [100, 1000])
+    lengths = {"pascanu": [100, 200], "latch": [100, 1000], "seeds": [100]}[SETUP]
+    lengths = [100] if args.quick else lengths
     if args.lengths:
         lengths = [int(v) for v in args.lengths.split(",")]
     steps = args.steps or (20 if args.quick else 30)
@@ -313,6 +418,13 @@ def main() -> None:
         if SETUP == "latch":
             print_table(console, time_paths(latch_paths(length, batches), batches, steps, rounds),
                         title(length, steps, rounds))  # fmt: skip
+            continue
+        if SETUP == "seeds":
+            every = time_paths(seeds_paths(length, batches), batches, steps, rounds)
+            for name in every:  # a batched step trains S seeds: per seed
+                seeds = int(name.split()[0]) if name.split()[0].isdigit() else 1
+                every[name] = [t / seeds for t in every[name]]
+            print_table(console, every, title(length, steps, rounds) + ", ms per seed")
             continue
         worst = check_same_numbers(length, batches[0])
         every = time_paths(pascanu_paths(length, batches), batches, steps, rounds)
