@@ -262,6 +262,11 @@ def batched_seeds_step(seeds: int, inputs: int, hidden: int, classes: int, lr: f
 SEEDS = (1, 2, 5, 10)  # --setup seeds: how many seeds one process trains side by side
 
 
+def batched_name(seeds: int) -> str:
+    """The table's name of the path that trains ``seeds`` seeds in one process."""
+    return f"{seeds} seeds batched, no Ω (per seed)"
+
+
 def seeds_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
     """One seed per process (rnnexp fast, bare) against ``S`` seeds batched in one process."""
     cfg = config(length)
@@ -275,12 +280,7 @@ def seeds_paths(length: int, batches: list[Batch]) -> dict[str, Step]:
         "rnnexp regularizer=pascanu, fast (one seed)": rnnexp_step(
             rnnexp_update(length, "regularizer=pascanu")
         ),
-        **{
-            f"{s} seeds batched, no Ω (per seed)": batched_seeds_step(
-                s, inputs, hidden, classes, lr
-            )
-            for s in SEEDS
-        },  # fmt: skip
+        **{batched_name(s): batched_seeds_step(s, inputs, hidden, classes, lr) for s in SEEDS},
     }
 
 
@@ -421,9 +421,8 @@ def main() -> None:
             continue
         if SETUP == "seeds":
             every = time_paths(seeds_paths(length, batches), batches, steps, rounds)
-            for name in every:  # a batched step trains S seeds: per seed
-                seeds = int(name.split()[0]) if name.split()[0].isdigit() else 1
-                every[name] = [t / seeds for t in every[name]]
+            for seeds in SEEDS:  # a batched step trains S seeds: per seed
+                every[batched_name(seeds)] = [t / seeds for t in every[batched_name(seeds)]]
             print_table(console, every, title(length, steps, rounds) + ", ms per seed")
             continue
         worst = check_same_numbers(length, batches[0])
