@@ -136,7 +136,6 @@ def run_job(cfg: DictConfig) -> float | None:
             run_dir=str(run_dir),
             rnnexp_version=__version__,
             torch_version=torch.__version__,
-            torch_threads=torch.get_num_threads(),
             command=" ".join(sys.argv),
             **git_commit(),
             **({"requeues": requeues} if requeues else {}),

@@ -212,7 +212,8 @@ def train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict[str, Any]:
         step, best, state = resume(cfg, run_dir, record, task, update, stream, device)
 
     num_params = count_parameters(model)
-    record.update(num_params=num_params, device=str(device))
+    # the threads set above (train.num_threads) or by the command (parallel jobs)
+    record.update(num_params=num_params, device=str(device), torch_threads=torch.get_num_threads())
     log.info("%s on %s: %d parameters, device %s", cfg.cell.name, task.name, num_params, device)
     max_steps = update.total_steps(tc.max_steps)  # optim=ridge: one closed-form step
     scored = update.scored  # the weights evaluated: the moving average with train.ema_decay

@@ -297,3 +297,12 @@ def test_a_full_disk_in_the_middle_of_a_run_is_one_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot write" in errors[0], proc.stderr[-2000:]
     assert len(proc.stderr.splitlines()) <= 3
+
+
+def test_metrics_record_the_threads_the_run_used(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        run(tmp_path, "train.num_threads=1", "train.max_steps=2")
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "metrics.json").read_text())["torch_threads"] == 1
